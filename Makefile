@@ -1,0 +1,42 @@
+# Set-up is two commands (see README):  `make demo`  and  `make test`.
+# torch is installed FIRST and pinned: an unpinned torch pulls gigabytes of CUDA wheels on a CPU machine.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+TORCH  := torch==2.13.0
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
+
+.PHONY: install dev demo test lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet $(TORCH)
+	$(BIN)/python -m pip install --quiet -e ".[tracking,feedback,eval]"
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e ".[tracking,feedback,eval,dev]"
+	bash scripts/install-test-extras.sh $(BIN)/python
+	touch $@
+
+install: $(VENV)/.installed
+
+dev: $(VENV)/.installed-dev
+
+## The offline demo of the whole loop on the built-in synthetic task.
+demo: install
+	$(BIN)/rlhfkit demo --output-dir runs/demo
+
+## The whole test suite (what CI runs through .ci/run).
+test: dev
+	$(BIN)/python -m pytest -q
+
+lint: dev
+	$(BIN)/ruff check src tests bench
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache
