@@ -1,0 +1,223 @@
+"""PPO losses, log-probs and entropy from logits, approximate KL and explained variance."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from rlhfkit.ppo import (
+    approx_kl,
+    approx_kl_k3,
+    clipped_policy_loss,
+    clipped_value_loss,
+    entropy_from_logits,
+    explained_variance,
+    logprobs_from_logits,
+)
+
+NAN = float("nan")
+E_HALF = math.exp(0.5)  # 1.648721
+E_MINUS_HALF = math.exp(-0.5)  # 0.606531
+
+# --- clipped policy loss ---------------------------------------------------------------------
+# Four valid tokens (ε = 0.2) and one padded fifth token holding garbage.
+#   t0: log ratio +0.5 → ratio 1.6487, A = +2: −min(3.2974, 2·1.2 = 2.4)     = −2.4     (clipped)
+#   t1: log ratio −0.5 → ratio 0.6065, A = +2: −min(1.2131, 2·0.8 = 1.6)     = −1.2131  (unclipped)
+#   t2: log ratio +0.5 → ratio 1.6487, A = −1: −min(−1.6487, −1.2)           = +1.6487  (unclipped)
+#   t3: log ratio −0.5 → ratio 0.6065, A = −1: −min(−0.6065, −0.8)           = +0.8     (clipped)
+# loss = (−2.4 − 1.2131 + 1.6487 + 0.8) / 4 = −0.29109; clip fraction = 2/4.
+OLD = torch.tensor([[-1.0, -1.0, -1.0, -1.0, -1.0]])
+NEW = torch.tensor([[-0.5, -1.5, -0.5, -1.5, 500.0]])
+ADV = torch.tensor([[2.0, 2.0, -1.0, -1.0, NAN]])
+MASK = torch.tensor([[1, 1, 1, 1, 0]])
+
+
+def test_clipped_policy_loss_by_hand() -> None:
+    loss, clip_frac = clipped_policy_loss(NEW, OLD, ADV, MASK, clip_eps=0.2)
+    expected = (-2.4 - 2 * E_MINUS_HALF + E_HALF + 0.8) / 4
+    assert loss.item() == pytest.approx(expected, abs=1e-6)
+    assert expected == pytest.approx(-0.29109, abs=1e-5)
+    assert clip_frac.item() == pytest.approx(0.5)
+
+
+def test_clipped_policy_loss_gradient_flows_only_through_unclipped_tokens() -> None:
+    new = NEW.clone().requires_grad_(True)
+    loss, _ = clipped_policy_loss(new, OLD, ADV, MASK)
+    loss.backward()
+    # d/dlogπ of −A·ratio is −A·ratio; divided by the 4 valid tokens. Clipped tokens and padding: 0.
+    expected = torch.tensor([[0.0, -2 * E_MINUS_HALF / 4, E_HALF / 4, 0.0, 0.0]])
+    assert torch.allclose(new.grad, expected, atol=1e-6)
+
+
+def test_clipped_policy_loss_at_ratio_one_is_minus_mean_advantage() -> None:
+    adv = torch.tensor([[1.0, -3.0, 5.0]])
+    logp = torch.tensor([[-0.3, -2.0, -1.1]])
+    loss, clip_frac = clipped_policy_loss(logp, logp, adv, torch.ones(1, 3))
+    assert loss.item() == pytest.approx(-1.0)  # −(1 − 3 + 5)/3
+    assert clip_frac.item() == 0.0
+
+
+def test_clipped_policy_loss_padding_and_extra_columns_change_nothing() -> None:
+    base, base_frac = clipped_policy_loss(NEW[:, :4], OLD[:, :4], ADV[:, :4], MASK[:, :4])
+    loss, frac = clipped_policy_loss(NEW, OLD, ADV, MASK)
+    assert loss.item() == base.item() and frac.item() == base_frac.item()
+
+
+def test_clipped_policy_loss_validates() -> None:
+    with pytest.raises(ValueError, match=r"logprobs \(1, 5\), old_logprobs \(1, 4\)"):
+        clipped_policy_loss(NEW, OLD[:, :4], ADV, MASK)
+    with pytest.raises(ValueError, match="clip_eps"):
+        clipped_policy_loss(NEW, OLD, ADV, MASK, clip_eps=1.5)
+
+
+# --- clipped value loss ----------------------------------------------------------------------
+# old V = 1, c = 0.2, so V_clipped = clamp(V, 0.8, 1.2):
+#   t0: V 1.5, R 2.0: (1.5 − 2)² = 0.25, (1.2 − 2)² = 0.64 → 0.64 (clipped larger)
+#   t1: V 1.5, R 1.0: (1.5 − 1)² = 0.25, (1.2 − 1)² = 0.04 → 0.25
+#   t2: V 1.1, R 3.0: inside the range, both (1.1 − 3)² = 3.61 → 3.61 (not counted as clipped)
+# loss = ½ · (0.64 + 0.25 + 3.61)/3 = ½ · 1.5 = 0.75; value clip fraction = 1/3.
+V = torch.tensor([[1.5, 1.5, 1.1, 7.0]])
+OLD_V = torch.tensor([[1.0, 1.0, 1.0, NAN]])
+RET = torch.tensor([[2.0, 1.0, 3.0, -1e6]])
+VMASK = torch.tensor([[1.0, 1.0, 1.0, 0.0]])
+
+
+def test_clipped_value_loss_by_hand() -> None:
+    loss, frac = clipped_value_loss(V, OLD_V, RET, VMASK, clip_range=0.2)
+    assert loss.item() == pytest.approx(0.75)
+    assert frac.item() == pytest.approx(1 / 3)
+
+
+def test_clipped_value_loss_gradient() -> None:
+    v = V.clone().requires_grad_(True)
+    loss, _ = clipped_value_loss(v, OLD_V, RET, VMASK, clip_range=0.2)
+    loss.backward()
+    # ½·d/dV (V − R)² = (V − R), over 3 tokens; t0 uses the clipped (flat) branch → 0.
+    expected = torch.tensor([[0.0, 0.5 / 3, -1.9 / 3, 0.0]])
+    assert torch.allclose(v.grad, expected, atol=1e-6)
+
+
+def test_value_loss_without_clipping_is_half_mse() -> None:
+    loss, frac = clipped_value_loss(V, OLD_V, RET, VMASK, clip_range=math.inf)
+    assert loss.item() == pytest.approx(0.5 * (0.25 + 0.25 + 3.61) / 3)
+    assert frac.item() == 0.0
+
+
+def test_clipped_value_loss_validates() -> None:
+    with pytest.raises(ValueError, match=r"returns \(1, 3\)"):
+        clipped_value_loss(V, OLD_V, RET[:, :3], VMASK, 0.2)
+    with pytest.raises(ValueError, match="clip_range"):
+        clipped_value_loss(V, OLD_V, RET, VMASK, 0.0)
+
+
+# --- log-probs and entropy from logits -------------------------------------------------------
+
+
+def test_logprobs_temperature_by_hand() -> None:
+    # logits (0, 2·ln 3) at temperature 2 become (0, ln 3): probabilities (1/4, 3/4).
+    logits = torch.tensor([[[0.0, 2 * math.log(3.0)]]])
+    lp = logprobs_from_logits(logits, torch.tensor([[1]]), temperature=2.0)
+    assert lp.item() == pytest.approx(math.log(0.75))
+    # at temperature 1 they are (1/10, 9/10)
+    assert logprobs_from_logits(logits, torch.tensor([[1]])).item() == pytest.approx(math.log(0.9))
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7, 2.0])
+def test_logprobs_match_log_softmax_of_scaled_logits(temperature: float) -> None:
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 5, 11, generator=g) * 4
+    tokens = torch.randint(0, 11, (3, 5), generator=g)
+    expected = torch.log_softmax(logits / temperature, dim=-1).gather(-1, tokens[..., None]).squeeze(-1)
+    assert torch.allclose(logprobs_from_logits(logits, tokens, temperature), expected, atol=1e-5)
+
+
+def test_logprobs_gradient_matches_log_softmax() -> None:
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(2, 4, 7, generator=g, requires_grad=True)
+    tokens = torch.randint(0, 7, (2, 4), generator=g)
+    logprobs_from_logits(logits, tokens, 0.7).sum().backward()
+    ours = logits.grad.clone()
+    logits.grad = None
+    torch.log_softmax(logits / 0.7, -1).gather(-1, tokens[..., None]).sum().backward()
+    assert torch.allclose(ours, logits.grad, atol=1e-6)
+
+
+def test_logprobs_bf16_logits_come_back_float32() -> None:
+    g = torch.Generator().manual_seed(2)
+    logits = torch.randn(2, 3, 9, generator=g)
+    tokens = torch.randint(0, 9, (2, 3), generator=g)
+    lp = logprobs_from_logits(logits.bfloat16(), tokens)
+    assert lp.dtype == torch.float32
+    assert torch.allclose(lp, logprobs_from_logits(logits.bfloat16().float(), tokens), atol=1e-6)
+
+
+def test_logprobs_validates() -> None:
+    logits = torch.zeros(2, 3, 5)
+    with pytest.raises(ValueError, match=r"logits \(2, 3, 5\) and tokens \(2, 4\)"):
+        logprobs_from_logits(logits, torch.zeros(2, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"\[0, 5\).*-100"):
+        logprobs_from_logits(logits, torch.full((2, 3), -100))
+    with pytest.raises(ValueError, match="integer"):
+        logprobs_from_logits(logits, torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="temperature"):
+        logprobs_from_logits(logits, torch.zeros(2, 3, dtype=torch.long), temperature=0.0)
+
+
+def test_entropy_by_hand() -> None:
+    # uniform over 4 tokens: ln 4 = 1.386294; one allowed token (the rest −inf): 0, and no NaN
+    logits = torch.tensor([[[0.0, 0.0, 0.0, 0.0], [3.0, -math.inf, -math.inf, -math.inf]]])
+    h = entropy_from_logits(logits)
+    assert torch.allclose(h, torch.tensor([[math.log(4.0), 0.0]]))
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.5, 3.0])
+def test_entropy_matches_categorical(temperature: float) -> None:
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(2, 6, 13, generator=g) * 10  # large logits: needs the stable form
+    expected = torch.distributions.Categorical(logits=logits / temperature).entropy()
+    assert torch.allclose(entropy_from_logits(logits, temperature), expected, atol=1e-5)
+
+
+def test_entropy_gradient_is_finite_with_banned_tokens() -> None:
+    logits = torch.tensor([[[1.0, 2.0, -math.inf]]], requires_grad=True)
+    entropy_from_logits(logits).sum().backward()
+    assert torch.isfinite(logits.grad).all()
+
+
+# --- approximate KL and explained variance ---------------------------------------------------
+
+
+def test_approx_kl_by_hand() -> None:
+    new = torch.tensor([[-0.5, -2.0, 9.0]])
+    old = torch.tensor([[-1.0, -1.0, NAN]])
+    mask = torch.tensor([[1, 1, 0]])
+    # log ratio (0.5, −1.0): k2 = ½·(0.25, 1) → mean (0.125 + 0.5)/2 = 0.3125
+    assert approx_kl(new, old, mask).item() == pytest.approx(0.3125)
+    # r = π/π_old = (e^0.5, e^−1): k3 = (1.648721 − 1 − 0.5, 0.367879 − 1 + 1) = (0.148721, 0.367879)
+    # mean 0.258300
+    assert approx_kl_k3(new, old, mask).item() == pytest.approx(0.258300, abs=1e-6)
+
+
+def test_approx_kl_is_zero_for_identical_policies() -> None:
+    logp = torch.tensor([[-0.1, -3.0]])
+    assert approx_kl(logp, logp, torch.ones(1, 2)).item() == 0.0
+    assert approx_kl_k3(logp, logp, torch.ones(1, 2)).item() == 0.0
+
+
+def test_explained_variance_by_hand() -> None:
+    returns = torch.tensor([[1.0, 2.0, 3.0, NAN]])
+    mask = torch.tensor([[1, 1, 1, 0]])
+    # V = (1, 2, 2): residual (0, 0, 1) has variance 2/9, returns have 2/3 → 1 − (2/9)/(2/3) = 2/3
+    values = torch.tensor([[1.0, 2.0, 2.0, 5.0]])
+    assert explained_variance(values, returns, mask).item() == pytest.approx(2 / 3)
+    assert explained_variance(returns, returns, mask).item() == pytest.approx(1.0)  # perfect
+    constant = torch.full((1, 4), 2.0)
+    assert explained_variance(constant, returns, mask).item() == pytest.approx(0.0)  # mean only
+
+
+def test_explained_variance_with_constant_returns_is_zero_not_nan() -> None:
+    returns = torch.tensor([[4.0, 4.0, 4.0]])
+    ev = explained_variance(torch.tensor([[1.0, 2.0, 3.0]]), returns, torch.ones(1, 3))
+    assert ev.item() == 0.0
