@@ -1,0 +1,384 @@
+"""Configuration: one frozen dataclass per concern, merged and type-checked by OmegaConf.
+
+A run's configuration comes from three layers, later ones winning:
+
+1. the defaults written in the dataclasses below,
+2. zero or more YAML files (``--config configs/sft-tiny-t5.yaml``),
+3. dotted command-line overrides (``--set sft.learning_rate=1e-4``).
+
+OmegaConf does the merging and the type checking; :func:`load_config` turns its errors into messages
+that name the key and list the valid ones, then runs the cross-field rules of :meth:`Config.validate`
+before any work starts. Each field is followed by a one-line docstring, which ``rlhfkit config
+--explain`` prints next to the value.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import inspect
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from omegaconf import OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from rlhfkit.errors import ConfigError
+from rlhfkit.io import write_text_atomic
+
+# The course lab's prompt: the instruction, the dialogue, then a cue for the summary.
+DEFAULT_TEMPLATE = "Summarize the following conversation.\n\n{dialogue}\n\nSummary: "
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    output_dir: str = "runs/sft"
+    """Folder for everything the run writes: resolved config, metrics, adapter, samples."""
+    seed: int = 0
+    """Seed for model initialisation, data order and sampling (each process adds its rank)."""
+    device: str = "auto"
+    """'auto' (CUDA when available, else CPU), 'cpu' or 'cuda'."""
+    precision: str = "fp32"
+    """Compute precision: fp32, bf16 (autocast, fp32 master weights) or fp16."""
+    num_threads: int = 0
+    """CPU threads for torch (0 = torch's default)."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name_or_path: str = "preset:tiny-t5"
+    """Hub id (google/flan-t5-base), local folder, or preset:NAME (see `rlhfkit presets`)."""
+    revision: Optional[str] = None
+    """Hub revision (branch, tag or commit) when name_or_path is a hub id."""
+    trust_remote_code: bool = False
+    """Allow model code from the hub repository to run (only for models you trust)."""
+    pad_token: Optional[str] = None
+    """Existing token to pad with when the tokenizer has none (never the EOS token for decoder-only)."""
+
+
+@dataclass(frozen=True)
+class LoraConfig:
+    r: int = 32
+    """LoRA rank (the course lab uses 32)."""
+    alpha: int = 32
+    """LoRA scaling numerator: updates are scaled by alpha / r."""
+    dropout: float = 0.05
+    """Dropout on the LoRA branch during training (off during rollouts)."""
+    target_modules: Optional[list[str]] = None
+    """Module names to adapt; null = peft's default for the architecture (T5: q, v; Llama: q_proj, v_proj)."""
+    modules_to_save: Optional[list[str]] = None
+    """Modules trained in full next to the adapter (e.g. lm_head for randomly initialised presets)."""
+    adapter_path: Optional[str] = None
+    """An existing adapter folder to continue training instead of a fresh adapter."""
+
+
+@dataclass(frozen=True)
+class SyntheticCorpusConfig:
+    size: int = 3000
+    """Number of dialogues generated."""
+    toxic_fraction: float = 0.3
+    """Share of reference summaries that contain an insult from the lexicon."""
+    seed: int = 0
+    """Seed of the corpus generator (same seed, same corpus)."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = "synthetic"
+    """'synthetic' (built-in corpus), a hub dataset id (knkarthick/dialogsum), or a .jsonl/.json/.csv/.parquet file."""
+    split: str = "train"
+    """Split to read from a hub dataset (local files have a single split)."""
+    dialogue_column: str = "dialogue"
+    """Column holding the dialogue."""
+    summary_column: str = "summary"
+    """Column holding the reference summary."""
+    template: str = DEFAULT_TEMPLATE
+    """Prompt template; {dialogue} is replaced by the dialogue."""
+    min_chars: int = 200
+    """Keep dialogues strictly longer than this many characters (the lab: 200)."""
+    max_chars: int = 1000
+    """Keep dialogues at most this many characters long (the lab: 1000)."""
+    test_size: float = 0.1
+    """Fraction of examples held out for evaluation."""
+    split_seed: int = 42
+    """Seed of the train/test split."""
+    max_train_examples: Optional[int] = None
+    """Cap on training examples after filtering (null = all)."""
+    synthetic: SyntheticCorpusConfig = field(default_factory=SyntheticCorpusConfig)
+    """Settings of the built-in corpus (used when source = synthetic)."""
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    max_new_tokens: int = 48
+    """Most tokens generated per response."""
+    min_new_tokens: int = 0
+    """Fewest tokens generated before EOS is allowed."""
+    do_sample: bool = True
+    """Sample (True) or decode greedily (False)."""
+    temperature: float = 1.0
+    """Sampling temperature; log-probs everywhere are computed from logits / temperature."""
+    top_k: int = 0
+    """Keep only the k most likely tokens when sampling (0 = off)."""
+    top_p: float = 1.0
+    """Nucleus sampling mass (1.0 = off)."""
+    max_prompt_tokens: int = 512
+    """Prompts longer than this many tokens are rejected with an error."""
+    batch_size: int = 32
+    """Prompts per generation batch."""
+
+
+@dataclass(frozen=True)
+class SFTConfig:
+    learning_rate: float = 1e-3
+    """Peak AdamW learning rate for the adapter."""
+    batch_size: int = 16
+    """Examples per optimiser step (before gradient accumulation)."""
+    gradient_accumulation_steps: int = 1
+    """Micro-batches accumulated per optimiser step."""
+    epochs: float = 1.0
+    """Passes over the training data (ignored when max_steps > 0)."""
+    max_steps: int = 0
+    """Stop after this many optimiser steps (0 = use epochs)."""
+    warmup_ratio: float = 0.05
+    """Fraction of steps with linear learning-rate warm-up."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    max_grad_norm: float = 1.0
+    """Gradient-norm clipping threshold."""
+    max_source_tokens: int = 512
+    """Prompts are truncated to this many tokens for training."""
+    max_target_tokens: int = 96
+    """Summaries are truncated to this many tokens for training."""
+    log_every: int = 10
+    """Write training metrics every N steps."""
+    eval_every: int = 0
+    """Evaluate loss and ROUGE every N steps (0 = only at the end)."""
+    eval_examples: int = 128
+    """Held-out examples used for ROUGE and the toxicity sample."""
+
+
+@dataclass(frozen=True)
+class Config:
+    run: RunConfig = field(default_factory=RunConfig)
+    """Where outputs go, seeds, device and precision."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """The base model."""
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    """The LoRA adapter."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """Prompts and reference summaries."""
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    """Sampling settings for evaluation and rollouts."""
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    """Supervised fine-tuning."""
+
+    def validate(self) -> None:
+        """Check the rules that involve more than one field; raise ConfigError on the first broken one."""
+        problems = _problems(self)
+        if problems:
+            raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+
+
+def _problems(cfg: Config) -> list[str]:
+    p: list[str] = []
+    run, lora, data, gen, sft = cfg.run, cfg.lora, cfg.data, cfg.generation, cfg.sft
+    if run.device not in ("auto", "cpu", "cuda") and not run.device.startswith("cuda:"):
+        p.append(f"run.device must be 'auto', 'cpu' or 'cuda[:N]', got {run.device!r}")
+    if run.precision not in PRECISIONS:
+        p.append(f"run.precision must be one of {', '.join(PRECISIONS)}, got {run.precision!r}")
+    if run.num_threads < 0:
+        p.append("run.num_threads must be >= 0")
+    if not cfg.model.name_or_path:
+        p.append("model.name_or_path is empty: give a hub id, a folder, or preset:NAME")
+    if lora.r <= 0 or lora.alpha <= 0:
+        p.append(f"lora.r and lora.alpha must be positive, got r={lora.r}, alpha={lora.alpha}")
+    if not 0.0 <= lora.dropout < 1.0:
+        p.append(f"lora.dropout must be in [0, 1), got {lora.dropout}")
+    if "{dialogue}" not in data.template:
+        p.append("data.template must contain the placeholder {dialogue}")
+    if data.min_chars < 0 or data.max_chars <= data.min_chars:
+        p.append(f"data.min_chars ({data.min_chars}) must be >= 0 and below data.max_chars ({data.max_chars})")
+    if not 0.0 < data.test_size < 1.0:
+        p.append(f"data.test_size must be a fraction in (0, 1), got {data.test_size}")
+    if data.max_train_examples is not None and data.max_train_examples <= 0:
+        p.append("data.max_train_examples must be positive or null")
+    if data.synthetic.size < 2:
+        p.append("data.synthetic.size must be at least 2")
+    if not 0.0 <= data.synthetic.toxic_fraction <= 1.0:
+        p.append(f"data.synthetic.toxic_fraction must be in [0, 1], got {data.synthetic.toxic_fraction}")
+    if gen.max_new_tokens <= 0 or not 0 <= gen.min_new_tokens <= gen.max_new_tokens:
+        p.append(
+            f"generation needs 0 <= min_new_tokens ({gen.min_new_tokens}) <= max_new_tokens "
+            f"({gen.max_new_tokens}) and max_new_tokens > 0"
+        )
+    if gen.temperature <= 0:
+        p.append(f"generation.temperature must be > 0 (use do_sample=false for greedy), got {gen.temperature}")
+    if gen.top_k < 0 or not 0.0 < gen.top_p <= 1.0:
+        p.append(f"generation.top_k must be >= 0 and top_p in (0, 1], got {gen.top_k}, {gen.top_p}")
+    if gen.max_prompt_tokens <= 0 or gen.batch_size <= 0:
+        p.append("generation.max_prompt_tokens and generation.batch_size must be positive")
+    if sft.learning_rate <= 0:
+        p.append(f"sft.learning_rate must be > 0, got {sft.learning_rate}")
+    if sft.batch_size <= 0 or sft.gradient_accumulation_steps <= 0:
+        p.append("sft.batch_size and sft.gradient_accumulation_steps must be positive")
+    elif sft.batch_size % sft.gradient_accumulation_steps:
+        p.append(
+            f"sft.gradient_accumulation_steps ({sft.gradient_accumulation_steps}) must divide "
+            f"sft.batch_size ({sft.batch_size})"
+        )
+    if sft.max_steps < 0 or (sft.max_steps == 0 and sft.epochs <= 0):
+        p.append("set sft.max_steps > 0 or sft.epochs > 0")
+    if not 0.0 <= sft.warmup_ratio < 1.0:
+        p.append(f"sft.warmup_ratio must be in [0, 1), got {sft.warmup_ratio}")
+    if sft.log_every <= 0 or sft.eval_every < 0 or sft.eval_examples <= 0:
+        p.append("sft.log_every and sft.eval_examples must be positive, sft.eval_every >= 0")
+    return p
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading, merging, saving
+
+
+def load_config(
+    files: Sequence[str | os.PathLike] = (),
+    overrides: Sequence[str] = (),
+    schema: type = Config,
+) -> Any:
+    """Merge defaults, YAML ``files`` and ``key=value`` ``overrides``; type-check; validate.
+
+    Raises ConfigError with a message naming the key (and listing valid keys for an unknown one).
+    """
+    base = OmegaConf.structured(schema)
+    layers = []
+    for f in files:
+        path = Path(f)
+        if not path.is_file():
+            raise ConfigError(f"config file {str(path)!r} does not exist; check the path given to --config.")
+        try:
+            loaded = OmegaConf.load(path)
+        except Exception as e:  # YAML syntax errors come from several libraries
+            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {e}") from None
+        if loaded is None or not hasattr(loaded, "items"):
+            raise ConfigError(f"config file {str(path)!r} must hold a mapping of sections (run:, model:, ...).")
+        layers.append(loaded)
+    for item in overrides:
+        if "=" not in item or item.startswith("="):
+            raise ConfigError(f"override {item!r} must look like section.key=value, e.g. sft.learning_rate=1e-4")
+    if overrides:
+        try:
+            layers.append(OmegaConf.from_dotlist(list(overrides)))
+        except OmegaConfBaseException as e:
+            raise ConfigError(f"could not parse overrides {list(overrides)}: {e.msg}") from None
+    try:
+        merged = OmegaConf.merge(base, *layers)
+        cfg = OmegaConf.to_object(merged)
+    except ConfigKeyError as e:
+        raise ConfigError(_unknown_key_message(schema, e.full_key)) from None
+    except ValidationError as e:
+        raise ConfigError(_type_message(schema, e.full_key, e.msg)) from None
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"invalid configuration at {e.full_key!r}: {e.msg}") from None
+    cfg.validate()
+    return cfg
+
+
+def _section_type(schema: type, dotted: str) -> tuple[type | None, str]:
+    """Follow ``a.b.c`` through nested dataclasses; return (dataclass owning the last part, that part)."""
+    owner: Any = schema
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        fields = {f.name: f for f in dataclasses.fields(owner)} if dataclasses.is_dataclass(owner) else {}
+        if part not in fields:
+            return owner, part
+        owner = _resolved_types(owner)[part]
+    return owner, parts[-1]
+
+
+def _unknown_key_message(schema: type, full_key: str) -> str:
+    owner, name = _section_type(schema, full_key)
+    prefix = full_key.rsplit(".", 1)[0] + "." if "." in full_key else ""
+    valid = ", ".join(prefix + f.name for f in dataclasses.fields(owner)) if dataclasses.is_dataclass(owner) else ""
+    return f"unknown config key {full_key!r}. Valid keys here: {valid}. Run `rlhfkit config --explain` for all."
+
+
+def _type_message(schema: type, full_key: str, msg: str) -> str:
+    owner, name = _section_type(schema, full_key)
+    expected = _resolved_types(owner).get(name) if dataclasses.is_dataclass(owner) else None
+    shown = getattr(expected, "__name__", None) or str(expected).replace("typing.", "")
+    return f"config key {full_key!r} expects {shown}: {msg}"
+
+
+@lru_cache(maxsize=None)
+def _resolved_types(cls: type) -> dict[str, Any]:
+    import typing
+
+    return typing.get_type_hints(cls)
+
+
+def to_yaml(cfg: Any) -> str:
+    """The config as YAML text (the resolved form written next to a run's outputs)."""
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def save_config(cfg: Any, folder: str | os.PathLike, name: str = "config.yaml") -> Path:
+    """Write the resolved config into ``folder`` atomically (temp file + rename)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    return write_text_atomic(folder / name, to_yaml(cfg))
+
+
+# --------------------------------------------------------------------------------------------------
+# Field documentation (the attribute docstrings above), for `rlhfkit config --explain`
+
+
+@lru_cache(maxsize=None)
+def field_docs(cls: type) -> dict[str, str]:
+    """Map each field of dataclass ``cls`` to the docstring written right after it."""
+    tree = ast.parse(inspect.getsource(cls))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs: dict[str, str] = {}
+    for node, nxt in zip(body, body[1:]):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(nxt, ast.Expr)
+            and isinstance(nxt.value, ast.Constant)
+            and isinstance(nxt.value.value, str)
+        ):
+            docs[node.target.id] = nxt.value.value.strip()
+    return docs
+
+
+def explain(cfg: Any, prefix: str = "") -> list[tuple[str, Any, str]]:
+    """Flatten ``cfg`` into (dotted key, value, docstring) rows."""
+    rows: list[tuple[str, Any, str]] = []
+    docs = field_docs(type(cfg))
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        key = prefix + f.name
+        if dataclasses.is_dataclass(value):
+            rows.extend(explain(value, key + "."))
+        else:
+            rows.append((key, value, docs.get(f.name, "")))
+    return rows
+
+
+def replace(cfg: Any, **changes: Any) -> Any:
+    """``dataclasses.replace`` that accepts dotted keys: replace(cfg, **{"sft.max_steps": 10})."""
+    nested: dict[str, dict[str, Any]] = {}
+    flat: dict[str, Any] = {}
+    for key, value in changes.items():
+        head, _, rest = key.partition(".")
+        if rest:
+            nested.setdefault(head, {})[rest] = value
+        else:
+            flat[head] = value
+    for head, sub in nested.items():
+        flat[head] = replace(getattr(cfg, head), **sub)
+    return dataclasses.replace(cfg, **flat)

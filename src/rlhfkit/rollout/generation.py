@@ -1,0 +1,152 @@
+"""Batched generation with dropout off, stopping at EOS, for encoder-decoder and decoder-only models.
+
+Used by SFT evaluation, PPO rollouts, feedback candidate sampling and `rlhfkit eval`, so the same rules
+hold everywhere: prompts are checked against a token budget, decoder-only prompts are left-padded, the
+model is in eval mode while sampling (DESIGN, PPO detail 1), and every token after the first EOS is
+masked out (detail 4).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+
+from rlhfkit.config import GenerationConfig
+from rlhfkit.errors import RlhfkitError
+
+
+@dataclass
+class Generation:
+    """Prompts and the responses sampled for them, as padded token tensors and as text."""
+
+    prompt_ids: torch.Tensor
+    """(B, P) prompt tokens; left-padded for decoder-only models, right-padded for encoder-decoders."""
+    prompt_mask: torch.Tensor
+    """(B, P) 1 for real prompt tokens, 0 for padding."""
+    response_ids: torch.Tensor
+    """(B, T) generated tokens; positions after the first EOS hold the pad id."""
+    response_mask: torch.Tensor
+    """(B, T) 1 for tokens up to and including the first EOS, 0 after it."""
+    ended: torch.Tensor
+    """(B,) bool, True when the response produced EOS within the token budget."""
+    texts: list[str]
+    """Decoded responses without special tokens."""
+
+
+def encode_prompts(tokenizer: Any, prompts: Sequence[str], max_prompt_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tokenize and pad ``prompts``; refuse any prompt longer than ``max_prompt_tokens`` tokens."""
+    if not prompts:
+        raise RlhfkitError("no prompts to generate from.")
+    encoded = tokenizer(list(prompts), add_special_tokens=True)
+    lengths = [len(ids) for ids in encoded["input_ids"]]
+    too_long = [i for i, n in enumerate(lengths) if n > max_prompt_tokens]
+    if too_long:
+        i = too_long[0]
+        raise RlhfkitError(
+            f"{len(too_long)} prompt(s) exceed generation.max_prompt_tokens={max_prompt_tokens} (the first, "
+            f"#{i}, has {lengths[i]} tokens: {prompts[i][:80]!r}...). Raise generation.max_prompt_tokens up to "
+            "the model's maximum, or shorten the prompts (data.max_chars filters long dialogues)."
+        )
+    batch = tokenizer.pad(encoded, return_tensors="pt")
+    return batch["input_ids"], batch["attention_mask"]
+
+
+def response_mask_from_eos(response_ids: torch.Tensor, eos_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mask of tokens up to and including the first EOS, and whether each row has an EOS.
+
+    response_ids: (B, T). Returns mask (B, T) float and ended (B,) bool.
+    """
+    is_eos = response_ids == eos_token_id
+    # number of EOS tokens strictly before each position; a token is valid while that count is 0
+    eos_before = torch.cumsum(is_eos.long(), dim=1) - is_eos.long()
+    mask = (eos_before == 0).float()
+    return mask, is_eos.any(dim=1)
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """(B, L) position ids that start at 0 on the first real token of each left-padded row."""
+    return (torch.cumsum(attention_mask.long(), dim=1) - 1).clamp(min=0)
+
+
+def _sampling_kwargs(gen: GenerationConfig, do_sample: bool) -> dict[str, Any]:
+    if not do_sample:
+        return {"do_sample": False}
+    # top_k=0 must be passed explicitly: transformers otherwise applies its default top_k of 50.
+    return {"do_sample": True, "temperature": gen.temperature, "top_k": gen.top_k, "top_p": gen.top_p}
+
+
+@torch.no_grad()
+def generate(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    gen: GenerationConfig,
+    is_encoder_decoder: bool,
+    *,
+    do_sample: bool | None = None,
+    max_new_tokens: int | None = None,
+    seed: int | None = None,
+) -> Generation:
+    """Generate one response per prompt, in batches of ``gen.batch_size``, with dropout off.
+
+    ``seed`` makes sampling reproducible without disturbing the caller's global RNG state.
+    """
+    do_sample = gen.do_sample if do_sample is None else do_sample
+    max_new = max_new_tokens or gen.max_new_tokens
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    parts: list[Generation] = []
+    try:
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            if seed is not None:
+                torch.manual_seed(seed)
+            for start in range(0, len(prompts), gen.batch_size):
+                chunk = prompts[start : start + gen.batch_size]
+                ids, mask = encode_prompts(tokenizer, chunk, gen.max_prompt_tokens)
+                out = model.generate(
+                    input_ids=ids.to(device),
+                    attention_mask=mask.to(device),
+                    max_new_tokens=max_new,
+                    min_new_tokens=gen.min_new_tokens,
+                    pad_token_id=tokenizer.pad_token_id,
+                    eos_token_id=tokenizer.eos_token_id,
+                    **_sampling_kwargs(gen, do_sample),
+                ).cpu()
+                # encoder-decoders return [decoder_start, response...]; decoder-only return [prompt, response...]
+                response = out[:, 1:] if is_encoder_decoder else out[:, ids.shape[1] :]
+                parts.append(_finish(tokenizer, ids, mask, response))
+    finally:
+        model.train(was_training)
+    return _concat(parts, tokenizer.pad_token_id, left=tokenizer.padding_side == "left")
+
+
+def _finish(tokenizer: Any, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, response: torch.Tensor) -> Generation:
+    mask, ended = response_mask_from_eos(response, tokenizer.eos_token_id)
+    response = torch.where(mask.bool(), response, torch.full_like(response, tokenizer.pad_token_id))
+    texts = tokenizer.batch_decode(response, skip_special_tokens=True)
+    return Generation(prompt_ids, prompt_mask, response, mask, ended, [t.strip() for t in texts])
+
+
+def _pad_to(t: torch.Tensor, width: int, value: float | int, left: bool = False) -> torch.Tensor:
+    if t.shape[1] == width:
+        return t
+    pad = torch.full((t.shape[0], width - t.shape[1]), value, dtype=t.dtype)
+    return torch.cat([pad, t] if left else [t, pad], dim=1)
+
+
+def _concat(parts: list[Generation], pad_id: int, left: bool) -> Generation:
+    if len(parts) == 1:
+        return parts[0]
+    p_width = max(g.prompt_ids.shape[1] for g in parts)
+    r_width = max(g.response_ids.shape[1] for g in parts)
+    return Generation(
+        prompt_ids=torch.cat([_pad_to(g.prompt_ids, p_width, pad_id, left) for g in parts]),
+        prompt_mask=torch.cat([_pad_to(g.prompt_mask, p_width, 0, left) for g in parts]),
+        response_ids=torch.cat([_pad_to(g.response_ids, r_width, pad_id) for g in parts]),
+        response_mask=torch.cat([_pad_to(g.response_mask, r_width, 0.0) for g in parts]),
+        ended=torch.cat([g.ended for g in parts]),
+        texts=[t for g in parts for t in g.texts],
+    )

@@ -1,0 +1,45 @@
+"""What every training loop sets up the same way: threads, seeds, the Accelerator, quiet libraries."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from rlhfkit.config import RunConfig
+from rlhfkit.errors import RlhfkitError
+
+_PRECISION_TO_ACCELERATE = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
+
+
+def quiet_libraries() -> None:
+    """Silence per-call progress bars and advisory warnings of datasets/transformers (we show our own)."""
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+
+
+def make_accelerator(run: RunConfig, gradient_accumulation_steps: int = 1):
+    """An Accelerator for ``run``; each process seeds itself with seed + rank (DESIGN, PPO detail 9)."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    if run.num_threads > 0:
+        torch.set_num_threads(run.num_threads)
+    cpu = run.device == "cpu" or (run.device == "auto" and not torch.cuda.is_available())
+    if run.device.startswith("cuda") and not torch.cuda.is_available():
+        raise RlhfkitError(f"run.device={run.device!r} but no CUDA device is available; use run.device=cpu or auto.")
+    if run.precision == "fp16" and cpu:
+        raise RlhfkitError("run.precision=fp16 needs a GPU; on a CPU use bf16 (where supported) or fp32.")
+    accelerator = Accelerator(
+        cpu=cpu,
+        mixed_precision=_PRECISION_TO_ACCELERATE[run.precision],
+        gradient_accumulation_steps=gradient_accumulation_steps,
+    )
+    set_seed(run.seed + accelerator.process_index)
+    return accelerator
