@@ -311,7 +311,7 @@ def _type_message(schema: type, full_key: str, msg: str) -> str:
     owner, name = _section_type(schema, full_key)
     expected = _resolved_types(owner).get(name) if dataclasses.is_dataclass(owner) else None
     shown = getattr(expected, "__name__", None) or str(expected).replace("typing.", "")
-    return f"config key {full_key!r} expects {shown}: {msg}"
+    return f"config key {full_key!r} expects {shown}: {msg.strip().splitlines()[0]}"
 
 
 @lru_cache(maxsize=None)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -134,6 +135,8 @@ def read_trl_pairs(path: str | os.PathLike[str]) -> Iterator[PreferencePair]:
         margin = None
         if obj.get("margin") is not None:
             margin = float(_field(obj, "margin", where, (int, float)))  # type: ignore[arg-type]
+            if not math.isfinite(margin):
+                raise FormatError(f"{where}: field 'margin' must be a finite number, found {margin}")
         yield PreferencePair(
             prompt=_text(obj, "prompt", where),
             chosen=_text(obj, "chosen", where),

@@ -39,7 +39,7 @@ def _fresh_adapter(loaded: LoadedModel, cfg: LoraConfig, adapter_name: str) -> A
         r=cfg.r,
         lora_alpha=cfg.alpha,
         lora_dropout=cfg.dropout,
-        target_modules=list(cfg.target_modules) if cfg.target_modules else None,
+        target_modules=_targets(cfg.target_modules),
         modules_to_save=list(cfg.modules_to_save) if cfg.modules_to_save else None,
     )
     try:
@@ -50,6 +50,13 @@ def _fresh_adapter(loaded: LoadedModel, cfg: LoraConfig, adapter_name: str) -> A
             f"could not attach a LoRA adapter: {str(e).splitlines()[0]} Set lora.target_modules to module "
             f"names of this model (for example 'all-linear'); its module names include: {', '.join(names[:40])}."
         ) from None
+
+
+def _targets(names: list[str] | None) -> list[str] | str | None:
+    """peft takes the shorthand 'all-linear' only as a bare string, not inside a list."""
+    if not names:
+        return None
+    return "all-linear" if list(names) == ["all-linear"] else list(names)
 
 
 def check_adapter_matches(base_model: Any, adapter_path: str | Path) -> None:

@@ -1,0 +1,163 @@
+"""The `rlhfkit` command: one entry point with subcommands, a thin layer over the Python API.
+
+Errors a user can cause are printed as one paragraph (no traceback) with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from rlhfkit.errors import RlhfkitError
+
+EXIT_USER_ERROR = 2
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", "-c", action="append", default=[], metavar="FILE",
+                   help="YAML config file; repeat to layer several (later files win)")  # fmt: skip
+    p.add_argument("--set", "-s", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="override one setting, e.g. --set sft.learning_rate=1e-4 (repeatable)")  # fmt: skip
+
+
+def _load(args: argparse.Namespace):
+    from rlhfkit.config import load_config, replace
+
+    cfg = load_config(args.config, args.overrides)
+    if getattr(args, "output_dir", None):
+        cfg = replace(cfg, **{"run.output_dir": args.output_dir})
+    return cfg
+
+
+def _cmd_sft(args: argparse.Namespace) -> int:
+    from rlhfkit.train.sft import run_sft
+
+    cfg = _load(args)
+    result = run_sft(cfg, progress=not args.no_progress)
+    f = result.final
+    print(f"trained {result.steps} steps in {result.train_seconds:.1f} s; eval loss {f['eval_loss']:.3f}, "
+          f"ROUGE-1/2/L {f['rouge1']:.3f}/{f['rouge2']:.3f}/{f['rougeL']:.3f}, "
+          f"sampled summaries toxic {f['toxic_fraction']:.1%}")  # fmt: skip
+    print(f"adapter saved to {result.adapter_dir}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from rlhfkit.demo import run_demo
+
+    run_demo(args.output_dir, seed=args.seed, overrides=args.overrides, progress=not args.no_progress)
+    return 0
+
+
+def _cmd_presets(args: argparse.Namespace) -> int:
+    from rlhfkit.models.presets import PRESETS, build_preset, ensure_preset, presets_home
+
+    if args.build:
+        folder = build_preset(args.build, args.out) if args.out else ensure_preset(args.build)
+        print(f"preset {args.build} is in {folder}; load it with from_pretrained('{folder}')")
+        return 0
+    print(f"presets (cached in {presets_home()}; use model.name_or_path=preset:NAME):")
+    for name, spec in PRESETS.items():
+        print(f"  {name:22s} {spec.description}")
+    return 0
+
+
+def _cmd_config(args: argparse.Namespace) -> int:
+    from rlhfkit.config import explain, to_yaml
+
+    cfg = _load(args)
+    if not args.explain:
+        print(to_yaml(cfg), end="")
+        return 0
+    for key, value, doc in explain(cfg):
+        print(f"{key} = {value!r}\n    {doc}")
+    return 0
+
+
+def _cmd_data(args: argparse.Namespace) -> int:
+    from rlhfkit.data.lexicon import LexiconJudge
+    from rlhfkit.data.loading import load_dialogues
+    from rlhfkit.train.runtime import quiet_libraries
+
+    quiet_libraries()
+    cfg = _load(args)
+    data = load_dialogues(cfg.data)
+    judge = LexiconJudge()
+    toxic = judge.toxic_fraction(list(data.train["summary"]))
+    print(f"{cfg.data.source}: {data.total} rows, {data.kept} kept by the length filter "
+          f"({cfg.data.min_chars} < chars <= {cfg.data.max_chars}); train {len(data.train)}, test {len(data.test)}; "
+          f"{toxic:.1%} of training summaries contain lexicon words")  # fmt: skip
+    for row in data.train.select(range(min(args.n, len(data.train)))):
+        print("-" * 80)
+        print(row["prompt"] + row["summary"])
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rlhfkit",
+        description="The complete RLHF loop: LoRA SFT, human feedback, reward models, PPO, evaluation.",
+        epilog="Every command that trains takes --config FILE and --set KEY=VALUE; "
+        "`rlhfkit config --explain` lists every setting with its meaning.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("sft", help="supervised fine-tuning of a LoRA adapter on prompt -> summary pairs",
+                       description="Train a LoRA adapter on dialogue -> summary pairs; evaluate loss, ROUGE and "
+                       "the toxicity of sampled summaries; save adapter, tokenizer, resolved config and metrics.")  # fmt: skip
+    _add_config_args(p)
+    p.add_argument("--output-dir", "-o", help="where to write outputs (overrides run.output_dir)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.set_defaults(func=_cmd_sft)
+
+    p = sub.add_parser("demo", help="the offline demo on the built-in synthetic task",
+                       description="Build tiny-t5, generate the synthetic corpus, fine-tune with LoRA and show "
+                       "sample summaries with their toxicity. Finished stages are reused on a rerun.")  # fmt: skip
+    p.add_argument("--output-dir", "-o", default="runs/demo", help="output folder (default: runs/demo)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the whole demo (default: 0)")
+    p.add_argument("--set", "-s", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="override a setting of the demo recipe, e.g. --set sft.max_steps=100")  # fmt: skip
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("presets", help="list or build the offline model presets",
+                       description="Presets are small models built from a config with random weights and a "
+                       "tokenizer trained on the fly, saved with save_pretrained, loaded with from_pretrained.")  # fmt: skip
+    p.add_argument("--build", metavar="NAME", help="build preset NAME (into the cache, or --out)")
+    p.add_argument("--out", metavar="DIR", help="folder to build into instead of the cache")
+    p.set_defaults(func=_cmd_presets)
+
+    p = sub.add_parser("config", help="print the resolved configuration",
+                       description="Merge defaults, --config files and --set overrides, validate, and print.")
+    _add_config_args(p)
+    p.add_argument("--explain", action="store_true", help="print every key with its one-line documentation")
+    p.set_defaults(func=_cmd_config)
+
+    p = sub.add_parser("data", help="show how a dataset is loaded, filtered, templated and split",
+                       description="Load data.source, apply the length filter and the prompt template, and "
+                       "print counts and a few prompts with their reference summaries.")  # fmt: skip
+    _add_config_args(p)
+    p.add_argument("-n", type=int, default=2, help="number of examples to print (default: 2)")
+    p.set_defaults(func=_cmd_data)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except RlhfkitError as e:
+        print(f"rlhfkit {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except BrokenPipeError:  # output piped into `head` and closed early
+        return 0
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
