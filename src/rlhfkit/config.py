@@ -23,6 +23,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
@@ -261,11 +262,14 @@ def load_config(
         if not path.is_file():
             raise ConfigError(f"config file {str(path)!r} does not exist; check the path given to --config.")
         try:
-            loaded = OmegaConf.load(path)
-        except Exception as e:  # YAML syntax errors come from several libraries
+            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as e:
             raise ConfigError(f"config file {str(path)!r} is not valid YAML: {e}") from None
-        if loaded is None or not hasattr(loaded, "items"):
+        if raw is None:
+            continue  # an empty file changes nothing
+        if not isinstance(raw, dict):
             raise ConfigError(f"config file {str(path)!r} must hold a mapping of sections (run:, model:, ...).")
+        loaded = OmegaConf.create(raw)
         layers.append(loaded)
     for item in overrides:
         if "=" not in item or item.startswith("="):

@@ -80,7 +80,19 @@ def load_base_model(cfg: ModelConfig, dtype: torch.dtype = torch.float32) -> Loa
     prepare_tokenizer(tokenizer, is_encoder_decoder, cfg.pad_token)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
+    _record_actual_tying(model)
     return LoadedModel(model, tokenizer, is_encoder_decoder, source)
+
+
+def _record_actual_tying(model: Any) -> None:
+    """Make ``config.tie_word_embeddings`` say what the weights are.
+
+    transformers 5 sets it to True for every T5 even when the checkpoint's output layer is separate (as in
+    FLAN-T5) and loads the two apart; peft reads the flag, so it must be truthful.
+    """
+    out, inp = model.get_output_embeddings(), model.get_input_embeddings()
+    if out is not None and inp is not None and out.weight.data_ptr() != inp.weight.data_ptr():
+        model.config.tie_word_embeddings = False
 
 
 def prepare_tokenizer(tokenizer: Any, is_encoder_decoder: bool, pad_token: str | None = None) -> None:

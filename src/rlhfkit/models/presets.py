@@ -29,7 +29,7 @@ from rlhfkit.errors import RlhfkitError
 
 PRESET_PREFIX = "preset:"
 # Bump when a preset's recipe changes, so stale cached folders are rebuilt rather than reused.
-PRESET_FORMAT_VERSION = 2
+PRESET_FORMAT_VERSION = 3
 
 SPECIAL_TOKENS = ("<pad>", "</s>", "<unk>", "<s>")  # ids 0, 1, 2, 3
 
@@ -214,6 +214,11 @@ def _build_model(spec: PresetSpec, tokenizer, seed: int):
             decoder_start_token_id=tokenizer.pad_token_id, **ids, **spec.model_config,
         )  # fmt: skip
         model = T5ForConditionalGeneration(config)
+        # FLAN-T5 has an output layer separate from the input embedding. transformers 5 ties the two when
+        # it builds a T5 (its config forces tie_word_embeddings=True), so untie them here; from_pretrained
+        # keeps them apart afterwards because the saved tensors differ, as it does for real checkpoints.
+        model.lm_head.weight = torch.nn.Parameter(torch.empty_like(model.lm_head.weight))
+        getattr(model, "all_tied_weights_keys", {}).pop("lm_head.weight", None)
         # T5 initialises an untied output layer with std 1.0 (factor * 1.0). Its input is RMS-normalised
         # hidden states of scale ~1 per dimension, so logits get std ~sqrt(d_model) (11 for d_model 128,
         # 28 for 768): sampling is then almost greedy, and a random preset looks deterministic. With std

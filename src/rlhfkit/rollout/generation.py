@@ -35,12 +35,11 @@ class Generation:
     """Decoded responses without special tokens."""
 
 
-def encode_prompts(tokenizer: Any, prompts: Sequence[str], max_prompt_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Tokenize and pad ``prompts``; refuse any prompt longer than ``max_prompt_tokens`` tokens."""
+def check_prompts(tokenizer: Any, prompts: Sequence[str], max_prompt_tokens: int) -> None:
+    """Refuse an empty prompt list, or any prompt longer than ``max_prompt_tokens`` tokens, before any work."""
     if not prompts:
         raise RlhfkitError("no prompts to generate from.")
-    encoded = tokenizer(list(prompts), add_special_tokens=True)
-    lengths = [len(ids) for ids in encoded["input_ids"]]
+    lengths = [len(ids) for ids in tokenizer(list(prompts), add_special_tokens=True)["input_ids"]]
     too_long = [i for i, n in enumerate(lengths) if n > max_prompt_tokens]
     if too_long:
         i = too_long[0]
@@ -49,7 +48,11 @@ def encode_prompts(tokenizer: Any, prompts: Sequence[str], max_prompt_tokens: in
             f"#{i}, has {lengths[i]} tokens: {prompts[i][:80]!r}...). Raise generation.max_prompt_tokens up to "
             "the model's maximum, or shorten the prompts (data.max_chars filters long dialogues)."
         )
-    batch = tokenizer.pad(encoded, return_tensors="pt")
+
+
+def encode_prompts(tokenizer: Any, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tokenize and pad ``prompts`` (on the tokenizer's padding side)."""
+    batch = tokenizer(list(prompts), add_special_tokens=True, padding=True, return_tensors="pt")
     return batch["input_ids"], batch["attention_mask"]
 
 
@@ -93,6 +96,7 @@ def generate(
 
     ``seed`` makes sampling reproducible without disturbing the caller's global RNG state.
     """
+    check_prompts(tokenizer, prompts, gen.max_prompt_tokens)
     do_sample = gen.do_sample if do_sample is None else do_sample
     max_new = max_new_tokens or gen.max_new_tokens
     device = next(model.parameters()).device
@@ -105,7 +109,7 @@ def generate(
                 torch.manual_seed(seed)
             for start in range(0, len(prompts), gen.batch_size):
                 chunk = prompts[start : start + gen.batch_size]
-                ids, mask = encode_prompts(tokenizer, chunk, gen.max_prompt_tokens)
+                ids, mask = encode_prompts(tokenizer, chunk)
                 out = model.generate(
                     input_ids=ids.to(device),
                     attention_mask=mask.to(device),

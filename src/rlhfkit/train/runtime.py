@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 
 import torch
 
@@ -15,6 +16,8 @@ _PRECISION_TO_ACCELERATE = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 def quiet_libraries() -> None:
     """Silence per-call progress bars and advisory warnings of datasets/transformers (we show our own)."""
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    # peft calls a transformers method that transformers 5 renamed; the warning is theirs, not the user's
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     import datasets
     import transformers
 

@@ -1,0 +1,520 @@
+"""The labeling queue: which item an annotator sees next, and submitting, skipping and undoing answers.
+
+The web app and the simulated annotators both go through these functions, so they obey the same rules:
+
+- an item is shown to an annotator at most once (unless they undo their answer to it);
+- an item is *retired* once ``overlap`` different annotators gave it a live (non-skip) label; a
+  retired item is never served again and a late submission for it is refused with
+  :class:`ItemRetiredError`;
+- the item an annotator is looking at is *reserved* for a while (``reservation_minutes``), so that
+  ``overlap`` annotators are not all sent to an item that needs only one more label. When every open
+  item is reserved by others, one of them is served anyway rather than leaving the annotator idle;
+- every submission carries a client-chosen id; a retried request with the same id returns the stored
+  answer instead of storing it twice;
+- answers are stored in canonical terms (``first`` / ``second`` candidate of the item) together with
+  the layout the annotator saw (``first_on_left``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.orm import Session
+
+from rlhfkit.errors import RlhfkitError
+from rlhfkit.feedback.models import Item, Label, Reservation, Retraction
+from rlhfkit.feedback.security import first_on_left
+from rlhfkit.feedback.store import FeedbackStore, check_text, utcnow
+
+PAIRWISE_CHOICES = ("first", "second", "tie", "both_bad")
+BINARY_CHOICES = ("good", "bad")
+SKIP = "skip"
+STRENGTHS = {"slightly": 1, "clearly": 2, "much": 3}
+"""Stated strength of a preference ("A is slightly / clearly / much better") and its stored level."""
+STRENGTH_MARGINS = {1: 1.0, 2: 2.0, 3: 3.0}
+"""TRL margin exported for each strength level."""
+STRENGTH_NAMES = {level: name for name, level in STRENGTHS.items()}
+
+_CLIENT_ID = re.compile(r"^[A-Za-z0-9._:-]{8,100}$")
+
+
+class LabelingError(RlhfkitError):
+    """A labeling request that cannot be carried out; ``status`` is the matching HTTP status."""
+
+    status = 400
+
+
+class InvalidAnswerError(LabelingError):
+    status = 400
+
+
+class UnknownItemError(LabelingError):
+    status = 404
+
+
+class ItemRetiredError(LabelingError):
+    status = 409
+
+
+class AlreadyLabeledError(LabelingError):
+    status = 409
+
+
+class NothingToUndoError(LabelingError):
+    status = 409
+
+
+class ClientIdConflictError(LabelingError):
+    status = 409
+
+
+@dataclass(frozen=True)
+class Answer:
+    """An annotator's answer in canonical terms (about the item's first and second candidate)."""
+
+    choice: str
+    """pairwise: ``first``, ``second``, ``tie`` or ``both_bad``; binary: ``good`` or ``bad``."""
+    strength: int | None = None
+    """1 slightly, 2 clearly, 3 much better; required for ``first`` / ``second``, else None."""
+    toxic: tuple[bool, bool] = (False, False)
+    """Per candidate, whether the annotator flagged it as toxic."""
+    comment: str | None = None
+
+
+@dataclass(frozen=True)
+class Judgment:
+    """A stored label or skip."""
+
+    label_id: int
+    item_id: int
+    annotator_id: int
+    choice: str
+    strength: int | None
+    toxic: tuple[bool, bool]
+    comment: str | None
+    first_on_left: bool | None
+    created_at: datetime
+    replayed: bool = False
+    """True when this request repeated an earlier one (same client id) and nothing new was stored."""
+
+    @property
+    def answer(self) -> Answer:
+        return Answer(choice=self.choice, strength=self.strength, toxic=self.toxic, comment=self.comment)
+
+
+@dataclass(frozen=True)
+class ItemView:
+    """An item as one annotator is to see it."""
+
+    item_id: int
+    prompt: str
+    candidates: tuple[str, ...]
+    """Canonical order: ``candidates[0]`` is the item's first candidate."""
+    reference: str | None
+    first_on_left: bool | None
+    """Pairwise: whether the first candidate is shown on the left for this annotator."""
+    labels_so_far: int
+    """Live labels the item already has from other annotators."""
+    previous: Answer | None = None
+    """This annotator's last retracted answer to the item (after an undo), to start from."""
+
+    @property
+    def left(self) -> str:
+        return self.candidates[0] if self.first_on_left is not False else self.candidates[1]
+
+    @property
+    def right(self) -> str | None:
+        if len(self.candidates) < 2:
+            return None
+        return self.candidates[1] if self.first_on_left else self.candidates[0]
+
+
+@dataclass(frozen=True)
+class Progress:
+    done: int
+    """Live labels (not skips) by this annotator."""
+    skipped: int
+    remaining: int
+    """Items this annotator could still label (not retired, not yet answered or skipped by them)."""
+    total_items: int
+    retired_items: int
+
+
+# ------------------------------------------------------------------------------------------ answers
+
+
+def displayed_to_canonical(choice: str, first_is_left: bool) -> str:
+    """Map what the page offered (``left`` / ``right`` / ``tie`` / ``both_bad``) to canonical terms."""
+    if choice == "left":
+        return "first" if first_is_left else "second"
+    if choice == "right":
+        return "second" if first_is_left else "first"
+    return choice
+
+
+def canonical_to_displayed(choice: str, first_is_left: bool) -> str:
+    """The inverse of :func:`displayed_to_canonical`."""
+    if choice == "first":
+        return "left" if first_is_left else "right"
+    if choice == "second":
+        return "right" if first_is_left else "left"
+    return choice
+
+
+def validate_answer(answer: Answer, question_type: str, max_comment_chars: int = 2000) -> Answer:
+    """The answer normalised (strength dropped where it means nothing, empty comment → None), or an error."""
+    choices = PAIRWISE_CHOICES if question_type == "pairwise" else BINARY_CHOICES
+    if answer.choice not in choices:
+        raise InvalidAnswerError(f"answer {answer.choice!r} is not one of {', '.join(choices)}")
+    strength = answer.strength
+    if answer.choice in ("first", "second"):
+        if strength not in STRENGTH_NAMES:
+            raise InvalidAnswerError(
+                "say how much better the preferred candidate is: strength 1 (slightly), 2 (clearly) or 3 (much)"
+            )
+    else:
+        strength = None
+    toxic = (bool(answer.toxic[0]), bool(answer.toxic[1]))
+    if question_type == "binary" and toxic[1]:
+        raise InvalidAnswerError("a binary item has one candidate; only the first can be flagged toxic")
+    comment = answer.comment
+    if comment is not None:
+        comment = check_text(comment, "the comment").strip() or None
+        if comment is not None and len(comment) > max_comment_chars:
+            raise InvalidAnswerError(f"the comment has {len(comment)} characters; the limit is {max_comment_chars}")
+    return Answer(choice=answer.choice, strength=strength, toxic=toxic, comment=comment)
+
+
+def _check_client_id(client_id: str) -> None:
+    if not isinstance(client_id, str) or not _CLIENT_ID.match(client_id):
+        raise InvalidAnswerError("the client id must be 8-100 characters of letters, digits and . _ : -")
+
+
+# ------------------------------------------------------------------------------------------ queries
+
+
+def _live_labels() -> Select:
+    """Labels no retraction points at (skips included)."""
+    return (
+        select(Label)
+        .outerjoin(Retraction, Retraction.label_id == Label.id)
+        .where(Retraction.id.is_(None))
+    )
+
+
+def _live_counts():  # noqa: ANN202 - a SQLAlchemy subquery
+    """Per item, the number of live non-skip labels."""
+    return (
+        select(Label.item_id.label("item_id"), func.count().label("n"))
+        .outerjoin(Retraction, Retraction.label_id == Label.id)
+        .where(Retraction.id.is_(None), Label.choice != SKIP)
+        .group_by(Label.item_id)
+        .subquery()
+    )
+
+
+def _answered_by(annotator_id: int) -> Select:
+    """Ids of items with a live label or skip by this annotator."""
+    return (
+        select(Label.item_id)
+        .outerjoin(Retraction, Retraction.label_id == Label.id)
+        .where(Retraction.id.is_(None), Label.annotator_id == annotator_id)
+    )
+
+
+def _live_count(session: Session, item_id: int) -> int:
+    return session.scalar(
+        select(func.count())
+        .select_from(Label)
+        .outerjoin(Retraction, Retraction.label_id == Label.id)
+        .where(Retraction.id.is_(None), Label.item_id == item_id, Label.choice != SKIP)
+    ) or 0
+
+
+def _own_labels(session: Session, annotator_id: int, item_id: int) -> list[tuple[Label, bool]]:
+    """This annotator's labels on the item, oldest first, each with whether it is still live."""
+    rows = session.execute(
+        select(Label, Retraction.id)
+        .outerjoin(Retraction, Retraction.label_id == Label.id)
+        .where(Label.annotator_id == annotator_id, Label.item_id == item_id)
+        .order_by(Label.revision)
+    ).all()
+    return [(label, retraction_id is None) for label, retraction_id in rows]
+
+
+def _judgment(label: Label, replayed: bool = False) -> Judgment:
+    return Judgment(
+        label_id=label.id,
+        item_id=label.item_id,
+        annotator_id=label.annotator_id,
+        choice=label.choice,
+        strength=label.strength,
+        toxic=(label.toxic_0, label.toxic_1),
+        comment=label.comment,
+        first_on_left=label.first_on_left,
+        created_at=label.created_at,
+        replayed=replayed,
+    )
+
+
+def _replay(session: Session, client_id: str, annotator_id: int, item_id: int) -> Judgment | None:
+    """The judgment an earlier request with this client id stored, if any."""
+    earlier = session.scalar(select(Label).where(Label.client_id == client_id))
+    if earlier is None:
+        return None
+    if earlier.annotator_id != annotator_id or earlier.item_id != item_id:
+        raise ClientIdConflictError(
+            f"client id {client_id!r} was already used for another submission; send a fresh id per submission"
+        )
+    return _judgment(earlier, replayed=True)
+
+
+# ------------------------------------------------------------------------------------------ actions
+
+
+def next_item(store: FeedbackStore, annotator_id: int) -> ItemView | None:
+    """The item this annotator should label now (the same one again until they answer it), or None."""
+    overlap = store.project.overlap
+    ttl = timedelta(minutes=store.config.reservation_minutes)
+
+    def work(session: Session) -> ItemView | None:
+        now = utcnow()
+        reservation = session.get(Reservation, annotator_id)
+        item_id = None
+        if reservation is not None and _open_for(session, reservation.item_id, annotator_id, overlap):
+            item_id = reservation.item_id
+        else:
+            counts = _live_counts()
+            n = func.coalesce(counts.c.n, 0)
+            base = (
+                select(Item.id)
+                .outerjoin(counts, counts.c.item_id == Item.id)
+                .where(Item.id.not_in(_answered_by(annotator_id)), n < overlap)
+                # Items closest to retirement first: finished items are the useful ones.
+                .order_by(n.desc(), Item.id)
+                .limit(1)
+            )
+            held = (
+                select(Reservation.item_id.label("item_id"), func.count().label("r"))
+                .where(Reservation.annotator_id != annotator_id, Reservation.reserved_at > now - ttl)
+                .group_by(Reservation.item_id)
+                .subquery()
+            )
+            unreserved = base.outerjoin(held, held.c.item_id == Item.id).where(
+                n + func.coalesce(held.c.r, 0) < overlap
+            )
+            item_id = session.scalar(unreserved)
+            if item_id is None:
+                item_id = session.scalar(base)
+        if item_id is None:
+            if reservation is not None:
+                session.delete(reservation)
+            return None
+        if reservation is None:
+            session.add(Reservation(annotator_id=annotator_id, item_id=item_id, reserved_at=now))
+        elif reservation.item_id != item_id:
+            reservation.item_id = item_id
+            reservation.reserved_at = now
+        return _view(store, session, annotator_id, item_id)
+
+    # Two tabs of one annotator may race to create the reservation row; the loser runs again.
+    return store.write(work, retry_on_conflict=True)
+
+
+def _open_for(session: Session, item_id: int, annotator_id: int, overlap: int) -> bool:
+    if any(live for _, live in _own_labels(session, annotator_id, item_id)):
+        return False
+    return _live_count(session, item_id) < overlap
+
+
+def _view(store: FeedbackStore, session: Session, annotator_id: int, item_id: int) -> ItemView:
+    item = session.get(Item, item_id)
+    assert item is not None
+    own = _own_labels(session, annotator_id, item_id)
+    retracted = [label for label, live in own if not live and label.choice != SKIP]
+    previous = _judgment(retracted[-1]).answer if retracted else None
+    pairwise = item.candidate_1 is not None
+    return ItemView(
+        item_id=item.id,
+        prompt=item.prompt,
+        candidates=(item.candidate_0, item.candidate_1) if pairwise else (item.candidate_0,),  # type: ignore[arg-type]
+        reference=item.reference,
+        first_on_left=first_on_left(store.secret, annotator_id, item.id) if pairwise else None,
+        labels_so_far=_live_count(session, item_id),
+        previous=previous,
+    )
+
+
+def view_item(store: FeedbackStore, annotator_id: int, item_id: int) -> ItemView:
+    """How ``item_id`` looks to this annotator (for re-showing a form after a refused submission)."""
+
+    def work(session: Session) -> ItemView:
+        if session.get(Item, item_id) is None:
+            raise UnknownItemError(f"there is no item {item_id}")
+        return _view(store, session, annotator_id, item_id)
+
+    return store.read(work)
+
+
+def submit(
+    store: FeedbackStore,
+    annotator_id: int,
+    item_id: int,
+    answer: Answer,
+    client_id: str,
+) -> Judgment:
+    """Store one answer (one transaction); a repeated ``client_id`` returns the stored answer instead."""
+    answer = validate_answer(answer, store.project.question_type, store.config.max_comment_chars)
+    _check_client_id(client_id)
+    overlap = store.project.overlap
+    pairwise = store.project.question_type == "pairwise"
+
+    def work(session: Session) -> Judgment:
+        replayed = _replay(session, client_id, annotator_id, item_id)
+        if replayed is not None:
+            return replayed
+        # Lock the item row (PostgreSQL) so the retirement check and the insert are not interleaved with
+        # another annotator's submission; SQLite's BEGIN IMMEDIATE already serialises all writers.
+        item = session.scalar(select(Item).where(Item.id == item_id).with_for_update())
+        if item is None:
+            raise UnknownItemError(f"there is no item {item_id}")
+        own = _own_labels(session, annotator_id, item_id)
+        if any(live for _, live in own):
+            raise AlreadyLabeledError(
+                f"you already answered (or skipped) item {item_id}; undo that answer first to change it"
+            )
+        if _live_count(session, item_id) >= overlap:
+            raise ItemRetiredError(
+                f"item {item_id} already has its {overlap} label(s) from other annotators and is retired; "
+                "your answer was not stored, go on with the next item"
+            )
+        now = utcnow()
+        reservation = session.get(Reservation, annotator_id)
+        seconds = None
+        if reservation is not None and reservation.item_id == item_id:
+            seconds = (now - reservation.reserved_at).total_seconds()
+            session.delete(reservation)
+        label = Label(
+            item_id=item_id,
+            annotator_id=annotator_id,
+            revision=len(own),
+            client_id=client_id,
+            choice=answer.choice,
+            strength=answer.strength,
+            toxic_0=answer.toxic[0],
+            toxic_1=answer.toxic[1],
+            comment=answer.comment,
+            first_on_left=first_on_left(store.secret, annotator_id, item_id) if pairwise else None,
+            seconds_spent=seconds,
+            created_at=now,
+        )
+        session.add(label)
+        session.flush()
+        return _judgment(label)
+
+    # A concurrent duplicate (same client id, or same annotator and item) loses on a unique constraint;
+    # running again then finds the winner and replays it or explains the refusal.
+    return store.write(work, retry_on_conflict=True)
+
+
+def skip(store: FeedbackStore, annotator_id: int, item_id: int, client_id: str) -> Judgment:
+    """Pass on an item: this annotator will not be shown it again (unless they undo the skip)."""
+    _check_client_id(client_id)
+
+    def work(session: Session) -> Judgment:
+        replayed = _replay(session, client_id, annotator_id, item_id)
+        if replayed is not None:
+            return replayed
+        if session.scalar(select(Item.id).where(Item.id == item_id).with_for_update()) is None:
+            raise UnknownItemError(f"there is no item {item_id}")
+        own = _own_labels(session, annotator_id, item_id)
+        if any(live for _, live in own):
+            raise AlreadyLabeledError(f"you already answered (or skipped) item {item_id}")
+        now = utcnow()
+        reservation = session.get(Reservation, annotator_id)
+        if reservation is not None and reservation.item_id == item_id:
+            session.delete(reservation)
+        label = Label(
+            item_id=item_id,
+            annotator_id=annotator_id,
+            revision=len(own),
+            client_id=client_id,
+            choice=SKIP,
+            created_at=now,
+        )
+        session.add(label)
+        session.flush()
+        return _judgment(label)
+
+    return store.write(work, retry_on_conflict=True)
+
+
+def undo(store: FeedbackStore, annotator_id: int, client_id: str) -> Judgment:
+    """Retract this annotator's most recent live label or skip; returns what was retracted.
+
+    The retraction is a new row. The undone item becomes the annotator's current item again, and the
+    retracted answer is offered as the starting point (:attr:`ItemView.previous`).
+    """
+    _check_client_id(client_id)
+
+    def work(session: Session) -> Judgment:
+        earlier = session.scalar(select(Retraction).where(Retraction.client_id == client_id))
+        if earlier is not None:
+            label = session.get(Label, earlier.label_id)
+            assert label is not None
+            if label.annotator_id != annotator_id:
+                raise ClientIdConflictError(f"client id {client_id!r} was already used by someone else")
+            return _judgment(label, replayed=True)
+        last = session.scalar(
+            _live_labels().where(Label.annotator_id == annotator_id).order_by(Label.id.desc()).limit(1)
+        )
+        if last is None:
+            raise NothingToUndoError("there is nothing to undo: you have no answers or skips left to take back")
+        now = utcnow()
+        session.add(Retraction(label_id=last.id, client_id=client_id, created_at=now))
+        reservation = session.get(Reservation, annotator_id)
+        if reservation is None:
+            session.add(Reservation(annotator_id=annotator_id, item_id=last.item_id, reserved_at=now))
+        else:
+            reservation.item_id = last.item_id
+            reservation.reserved_at = now
+        return _judgment(last)
+
+    # Two undos at once may pick the same label; the retraction's unique key sends one back to pick the next.
+    return store.write(work, retry_on_conflict=True)
+
+
+def progress(store: FeedbackStore, annotator_id: int) -> Progress:
+    """Done / skipped / remaining for one annotator, and project-wide totals."""
+    overlap = store.project.overlap
+
+    def work(session: Session) -> Progress:
+        own = session.execute(
+            select(Label.choice == SKIP, func.count())
+            .outerjoin(Retraction, Retraction.label_id == Label.id)
+            .where(Retraction.id.is_(None), Label.annotator_id == annotator_id)
+            .group_by(Label.choice == SKIP)
+        ).all()
+        by_kind = {bool(is_skip): count for is_skip, count in own}
+        counts = _live_counts()
+        n = func.coalesce(counts.c.n, 0)
+        total = session.scalar(select(func.count()).select_from(Item)) or 0
+        retired = session.scalar(select(func.count()).select_from(counts).where(counts.c.n >= overlap)) or 0
+        remaining = session.scalar(
+            select(func.count())
+            .select_from(Item)
+            .outerjoin(counts, counts.c.item_id == Item.id)
+            .where(Item.id.not_in(_answered_by(annotator_id)), n < overlap)
+        ) or 0
+        return Progress(
+            done=by_kind.get(False, 0),
+            skipped=by_kind.get(True, 0),
+            remaining=remaining,
+            total_items=total,
+            retired_items=retired,
+        )
+
+    return store.read(work)
