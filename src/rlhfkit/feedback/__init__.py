@@ -1,0 +1,17 @@
+"""Human feedback: a preference store, a labeling web app, simulated annotators, import and export.
+
+Modules (import what you need; only :mod:`formats` and :mod:`agreement` work without the ``feedback``
+extra, so the reward-model trainer can read preference files without SQLAlchemy or FastAPI):
+
+- :mod:`formats`    preference records; TRL / hh-rlhf / summarize-from-feedback readers; JSONL writers
+- :mod:`agreement`  percentage agreement, Krippendorff's alpha, Fleiss' kappa, agreement with the majority
+- :mod:`store`      :class:`~rlhfkit.feedback.store.FeedbackStore` (SQLite or PostgreSQL), annotators, sessions
+- :mod:`items`      adding comparisons (``add_comparisons``) and single completions
+- :mod:`labeling`   the queue: next item, submit, skip, undo, progress
+- :mod:`export`     live labels, TRL preference pairs and unpaired labels
+- :mod:`importing`  importing files into a project
+- :mod:`stats`      counts, agreement and per-annotator figures
+- :mod:`simulate`   scripted annotators judged by the toxicity lexicon
+- :mod:`app`        the FastAPI app (``create_app``)
+- :mod:`cli`        ``rlhfkit feedback ...``
+"""

@@ -66,7 +66,9 @@ def fleiss_kappa(units: Sequence[Sequence[Hashable]]) -> float | None:
         return None
     sizes = {sum(c.values()) for c in counted}
     if len(sizes) != 1 or len(counted) != len(units):
-        raise ValueError(f"Fleiss' kappa needs the same number (>= 2) of ratings per unit, found sizes {sorted(sizes)}")
+        raise ValueError(
+            f"Fleiss' kappa needs the same number (>= 2) of ratings per unit, found sizes {sorted(sizes)}"
+        )
     p_bar = percent_agreement(units)
     assert p_bar is not None
     totals: Counter = Counter()

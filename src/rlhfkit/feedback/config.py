@@ -54,6 +54,10 @@ class FeedbackConfig:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"feedback.{name} must be positive, not {getattr(self, name)}")
         if self.max_request_bytes < 1024:
-            raise ConfigError("feedback.max_request_bytes must be at least 1024 (a login form needs that much)")
+            raise ConfigError(
+                "feedback.max_request_bytes must be at least 1024 (a login form needs that much)"
+            )
         if self.max_comment_chars < 0 or self.busy_timeout_ms < 0 or self.write_retries < 0:
-            raise ConfigError("feedback.max_comment_chars, busy_timeout_ms and write_retries cannot be negative")
+            raise ConfigError(
+                "feedback.max_comment_chars, busy_timeout_ms and write_retries cannot be negative"
+            )

@@ -35,7 +35,7 @@ import math
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rlhfkit.errors import RlhfkitError
@@ -63,6 +63,8 @@ class PreferencePair:
     """Which policy produced ``chosen`` (e.g. ``sft``), when known."""
     rejected_source: str | None = None
     """Which policy produced ``rejected``, when known."""
+    line: int | None = field(default=None, compare=False)
+    """Line of the file it was read from (for error messages); not part of the record's identity."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,7 @@ class UnpairedLabel:
     completion: str
     label: bool
     annotator: str | None = None
+    line: int | None = field(default=None, compare=False)
 
 
 # ----------------------------------------------------------------------------------------------- reading
@@ -81,7 +84,7 @@ class UnpairedLabel:
 def _open_text(path: Path) -> io.TextIOBase:
     if path.suffix == ".gz":
         return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8")
-    return open(path, encoding="utf-8")  # noqa: SIM115 - closed by the caller's with-block
+    return open(path, encoding="utf-8")
 
 
 def iter_json_lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict]]:
@@ -98,7 +101,9 @@ def iter_json_lines(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict]]:
                 try:
                     obj = json.loads(line)
                 except json.JSONDecodeError as exc:
-                    raise FormatError(f"{path}:{line_no}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+                    raise FormatError(
+                        f"{path}:{line_no}: not valid JSON ({exc.msg} at column {exc.colno})"
+                    ) from None
                 if not isinstance(obj, dict):
                     raise FormatError(f"{path}:{line_no}: expected a JSON object, found {type(obj).__name__}")
                 yield line_no, obj
@@ -142,6 +147,7 @@ def read_trl_pairs(path: str | os.PathLike[str]) -> Iterator[PreferencePair]:
             chosen=_text(obj, "chosen", where),
             rejected=_text(obj, "rejected", where),
             margin=margin,
+            line=line_no,
         )
 
 
@@ -153,6 +159,7 @@ def read_trl_unpaired(path: str | os.PathLike[str]) -> Iterator[UnpairedLabel]:
             prompt=_text(obj, "prompt", where),
             completion=_text(obj, "completion", where),
             label=bool(_field(obj, "label", where, bool)),
+            line=line_no,
         )
 
 
@@ -160,7 +167,9 @@ def split_hh_transcript(transcript: str, where: str, field: str) -> tuple[str, s
     """``(prompt, response)`` of an hh-rlhf transcript, split after its last ``"\\n\\nAssistant:"``."""
     cut = transcript.rfind(HH_ASSISTANT_MARKER)
     if cut < 0:
-        raise FormatError(f"{where}: field '{field}' has no '\\n\\nAssistant:' turn to split the response from")
+        raise FormatError(
+            f"{where}: field '{field}' has no '\\n\\nAssistant:' turn to split the response from"
+        )
     cut += len(HH_ASSISTANT_MARKER)
     return transcript[:cut], transcript[cut:]
 
@@ -176,7 +185,7 @@ def read_hh_rlhf(path: str | os.PathLike[str]) -> Iterator[PreferencePair]:
                 f"{where}: fields 'chosen' and 'rejected' differ before their last assistant turn, "
                 "so they are not two responses to one prompt"
             )
-        yield PreferencePair(prompt=prompt, chosen=chosen, rejected=rejected)
+        yield PreferencePair(prompt=prompt, chosen=chosen, rejected=rejected, line=line_no)
 
 
 def read_summarize_comparisons(path: str | os.PathLike[str]) -> Iterator[PreferencePair]:
@@ -219,6 +228,7 @@ def read_summarize_comparisons(path: str | os.PathLike[str]) -> Iterator[Prefere
             annotator=str(worker) if worker is not None else None,
             chosen_source=policies[choice],
             rejected_source=policies[1 - choice],
+            line=line_no,
         )
 
 

@@ -66,7 +66,7 @@ def add_items(store: FeedbackStore, items: Sequence[NewItem]) -> AddResult:
     """Add items in one transaction (all or nothing), skipping ones already stored."""
     expected = 2 if store.project.question_type == "pairwise" else 1
     for n, item in enumerate(items):
-        _validate(item, expected, f"item {n}")
+        validate_item(item, expected, f"item {n}")
 
     def work(session: Session) -> AddResult:
         ids, added = upsert_items(session, items)
@@ -84,7 +84,12 @@ def upsert_items(session: Session, items: Sequence[NewItem]) -> tuple[list[int],
     unique_keys = list(dict.fromkeys(keys))
     for start in range(0, len(unique_keys), 500):  # bounded IN-lists; SQLite caps bound parameters
         chunk = unique_keys[start : start + 500]
-        known.update(session.execute(select(Item.content_key, Item.id).where(Item.content_key.in_(chunk))).tuples())
+        known.update(
+            (key, id_)
+            for key, id_ in session.execute(
+                select(Item.content_key, Item.id).where(Item.content_key.in_(chunk))
+            )
+        )
     ids: list[int] = []
     is_new: list[bool] = []
     pending: dict[str, Item] = {}
@@ -115,10 +120,12 @@ def upsert_items(session: Session, items: Sequence[NewItem]) -> tuple[list[int],
     return [known[key] for key in keys], is_new
 
 
-def _validate(item: NewItem, expected: int, where: str) -> None:
+def validate_item(item: NewItem, expected: int, where: str) -> None:
     if len(item.candidates) != expected:
         kind = "pairwise" if expected == 2 else "binary"
-        raise RlhfkitError(f"{where} has {len(item.candidates)} candidates; a {kind} project needs {expected}")
+        raise RlhfkitError(
+            f"{where} has {len(item.candidates)} candidates; a {kind} project needs {expected}"
+        )
     check_text(item.prompt, f"{where}: the prompt")
     for i, candidate in enumerate(item.candidates):
         check_text(candidate, f"{where}: candidate {i}")
@@ -137,7 +144,9 @@ def _validate(item: NewItem, expected: int, where: str) -> None:
 
 def _check_lengths(prompts: Sequence[str], per_prompt: Sequence[Sequence[object]] | None, what: str) -> None:
     if per_prompt is not None and len(per_prompt) != len(prompts):
-        raise RlhfkitError(f"got {len(prompts)} prompts but {len(per_prompt)} {what}; give one entry per prompt")
+        raise RlhfkitError(
+            f"got {len(prompts)} prompts but {len(per_prompt)} {what}; give one entry per prompt"
+        )
 
 
 def add_comparisons(
@@ -156,7 +165,8 @@ def add_comparisons(
     All K(K-1)/2 pairs are added, or ``max_pairs_per_prompt`` of them drawn at random (seeded). One
     sample each from two policies is K = 2 with ``sources=[["sft", "ppo"], ...]``. Pairs whose two texts
     are identical are skipped (nothing to compare); comparisons already in the store are skipped too.
-    Which candidate is shown on the left is decided later, per annotator.
+    The stored order of each pair is shuffled (seeded); which candidate is shown on the left is decided
+    later, per annotator. ``sources`` travel with their candidates.
     """
     if store.project.question_type != "pairwise":
         raise RlhfkitError(f"the project asks {store.project.question_type} questions; use add_completions")
@@ -178,10 +188,16 @@ def add_comparisons(
         pairs = list(itertools.combinations(range(len(texts)), 2))
         if max_pairs_per_prompt is not None and len(pairs) > max_pairs_per_prompt:
             pairs = sorted(random.Random(f"{seed}:{p}").sample(pairs, max_pairs_per_prompt))
+        order = random.Random(f"{seed}:order:{p}")
         for i, j in pairs:
             if texts[i] == texts[j]:
                 identical += 1
                 continue
+            if order.random() < 0.5:
+                # Shuffle which candidate is stored first, so that "first"/"second" answers are not
+                # "policy X"/"policy Y" answers: otherwise a strong policy makes one answer dominate and
+                # chance-corrected agreement (alpha, kappa) collapses even when annotators agree.
+                i, j = j, i
             new_items.append(
                 NewItem(
                     prompt=prompt,
@@ -246,7 +262,13 @@ def add_candidates(
     """
     if store.project.question_type == "pairwise":
         return add_comparisons(
-            store, prompts, candidates, sources, references=references, metadata=metadata,
-            max_pairs_per_prompt=max_pairs_per_prompt, seed=seed,
+            store,
+            prompts,
+            candidates,
+            sources,
+            references=references,
+            metadata=metadata,
+            max_pairs_per_prompt=max_pairs_per_prompt,
+            seed=seed,
         )
     return add_completions(store, prompts, candidates, sources, references=references, metadata=metadata)

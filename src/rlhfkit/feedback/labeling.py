@@ -38,7 +38,7 @@ STRENGTH_MARGINS = {1: 1.0, 2: 2.0, 3: 3.0}
 """TRL margin exported for each strength level."""
 STRENGTH_NAMES = {level: name for name, level in STRENGTHS.items()}
 
-_CLIENT_ID = re.compile(r"^[A-Za-z0-9._:-]{8,100}$")
+_CLIENT_ID = re.compile(r"^[A-Za-z0-9._:@+-]{8,100}$")
 
 
 class LabelingError(RlhfkitError):
@@ -184,28 +184,26 @@ def validate_answer(answer: Answer, question_type: str, max_comment_chars: int =
     if comment is not None:
         comment = check_text(comment, "the comment").strip() or None
         if comment is not None and len(comment) > max_comment_chars:
-            raise InvalidAnswerError(f"the comment has {len(comment)} characters; the limit is {max_comment_chars}")
+            raise InvalidAnswerError(
+                f"the comment has {len(comment)} characters; the limit is {max_comment_chars}"
+            )
     return Answer(choice=answer.choice, strength=strength, toxic=toxic, comment=comment)
 
 
 def _check_client_id(client_id: str) -> None:
     if not isinstance(client_id, str) or not _CLIENT_ID.match(client_id):
-        raise InvalidAnswerError("the client id must be 8-100 characters of letters, digits and . _ : -")
+        raise InvalidAnswerError("the client id must be 8-100 characters of letters, digits and . _ : @ + -")
 
 
 # ------------------------------------------------------------------------------------------ queries
 
 
-def _live_labels() -> Select:
+def live_label_query() -> Select:
     """Labels no retraction points at (skips included)."""
-    return (
-        select(Label)
-        .outerjoin(Retraction, Retraction.label_id == Label.id)
-        .where(Retraction.id.is_(None))
-    )
+    return select(Label).outerjoin(Retraction, Retraction.label_id == Label.id).where(Retraction.id.is_(None))
 
 
-def _live_counts():  # noqa: ANN202 - a SQLAlchemy subquery
+def _live_counts():
     """Per item, the number of live non-skip labels."""
     return (
         select(Label.item_id.label("item_id"), func.count().label("n"))
@@ -226,12 +224,15 @@ def _answered_by(annotator_id: int) -> Select:
 
 
 def _live_count(session: Session, item_id: int) -> int:
-    return session.scalar(
-        select(func.count())
-        .select_from(Label)
-        .outerjoin(Retraction, Retraction.label_id == Label.id)
-        .where(Retraction.id.is_(None), Label.item_id == item_id, Label.choice != SKIP)
-    ) or 0
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(Label)
+            .outerjoin(Retraction, Retraction.label_id == Label.id)
+            .where(Retraction.id.is_(None), Label.item_id == item_id, Label.choice != SKIP)
+        )
+        or 0
+    )
 
 
 def _own_labels(session: Session, annotator_id: int, item_id: int) -> list[tuple[Label, bool]]:
@@ -469,10 +470,12 @@ def undo(store: FeedbackStore, annotator_id: int, client_id: str) -> Judgment:
                 raise ClientIdConflictError(f"client id {client_id!r} was already used by someone else")
             return _judgment(label, replayed=True)
         last = session.scalar(
-            _live_labels().where(Label.annotator_id == annotator_id).order_by(Label.id.desc()).limit(1)
+            live_label_query().where(Label.annotator_id == annotator_id).order_by(Label.id.desc()).limit(1)
         )
         if last is None:
-            raise NothingToUndoError("there is nothing to undo: you have no answers or skips left to take back")
+            raise NothingToUndoError(
+                "there is nothing to undo: you have no answers or skips left to take back"
+            )
         now = utcnow()
         session.add(Retraction(label_id=last.id, client_id=client_id, created_at=now))
         reservation = session.get(Reservation, annotator_id)
@@ -503,12 +506,15 @@ def progress(store: FeedbackStore, annotator_id: int) -> Progress:
         n = func.coalesce(counts.c.n, 0)
         total = session.scalar(select(func.count()).select_from(Item)) or 0
         retired = session.scalar(select(func.count()).select_from(counts).where(counts.c.n >= overlap)) or 0
-        remaining = session.scalar(
-            select(func.count())
-            .select_from(Item)
-            .outerjoin(counts, counts.c.item_id == Item.id)
-            .where(Item.id.not_in(_answered_by(annotator_id)), n < overlap)
-        ) or 0
+        remaining = (
+            session.scalar(
+                select(func.count())
+                .select_from(Item)
+                .outerjoin(counts, counts.c.item_id == Item.id)
+                .where(Item.id.not_in(_answered_by(annotator_id)), n < overlap)
+            )
+            or 0
+        )
         return Progress(
             done=by_kind.get(False, 0),
             skipped=by_kind.get(True, 0),

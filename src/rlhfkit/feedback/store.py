@@ -101,7 +101,9 @@ def resolve_url(target: str | Path) -> URL:
     try:
         url = make_url(text)
     except ArgumentError:
-        raise StoreError(f"{text!r} is not a valid database URL (expected e.g. postgresql://user@host/db)") from None
+        raise StoreError(
+            f"{text!r} is not a valid database URL (expected e.g. postgresql://user@host/db)"
+        ) from None
     backend = url.get_backend_name()
     if backend == "sqlite":
         if not url.database or url.database == ":memory:":
@@ -110,7 +112,9 @@ def resolve_url(target: str | Path) -> URL:
     if backend == "postgresql":
         # psycopg 3 is the driver we ship with (the feedback extra); plain postgresql:// would pick psycopg2.
         return url.set(drivername="postgresql+psycopg") if url.drivername == "postgresql" else url
-    raise StoreError(f"unsupported database {backend!r} in {_display(url)}; use a SQLite path or postgresql://")
+    raise StoreError(
+        f"unsupported database {backend!r} in {_display(url)}; use a SQLite path or postgresql://"
+    )
 
 
 def _display(url: URL) -> str:
@@ -122,7 +126,7 @@ def _make_engine(url: URL, config: FeedbackConfig) -> Engine:
         engine = create_engine(url, connect_args={"timeout": config.busy_timeout_ms / 1000})
 
         @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_connection, _record):  # noqa: ANN001 - DB-API objects
+        def _sqlite_pragmas(dbapi_connection, _record):
             # Let SQLAlchemy's "begin" event below emit BEGIN itself (pysqlite's own is deferred-only).
             dbapi_connection.isolation_level = None
             cursor = dbapi_connection.cursor()
@@ -133,7 +137,7 @@ def _make_engine(url: URL, config: FeedbackConfig) -> Engine:
             cursor.close()
 
         @event.listens_for(engine, "begin")
-        def _sqlite_begin(connection):  # noqa: ANN001
+        def _sqlite_begin(connection):
             immediate = connection.get_execution_options().get("feedback_write", False)
             connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
@@ -146,8 +150,10 @@ def _make_engine(url: URL, config: FeedbackConfig) -> Engine:
             "which brings psycopg"
         ) from None
     except ModuleNotFoundError as exc:
-        raise StoreError(f"the database driver for {_display(url)} is not installed ({exc.name}); "
-                         "install the feedback extra: pip install 'rlhfkit[feedback]'") from None
+        raise StoreError(
+            f"the database driver for {_display(url)} is not installed ({exc.name}); "
+            "install the feedback extra: pip install 'rlhfkit[feedback]'"
+        ) from None
 
 
 def _is_retryable(exc: DBAPIError) -> bool:
@@ -195,7 +201,9 @@ class FeedbackStore:
         """Create a new feedback project at a SQLite path or a database URL; refuse to overwrite one."""
         config = config or FeedbackConfig()
         if question_type not in QUESTION_TYPES:
-            raise StoreError(f"unknown question type {question_type!r}; choose one of {', '.join(QUESTION_TYPES)}")
+            raise StoreError(
+                f"unknown question type {question_type!r}; choose one of {', '.join(QUESTION_TYPES)}"
+            )
         if isinstance(overlap, bool) or not isinstance(overlap, int) or overlap < 1:
             raise StoreError(f"overlap must be a whole number of annotators >= 1, not {overlap!r}")
         url = resolve_url(target)
@@ -256,7 +264,7 @@ class FeedbackStore:
         """Release all pooled connections."""
         self._engine.dispose()
 
-    def __enter__(self) -> FeedbackStore:
+    def __enter__(self) -> FeedbackStore:  # noqa: PYI034 - Self needs Python 3.11; we support 3.10
         return self
 
     def __exit__(self, *_exc: object) -> None:
@@ -266,12 +274,15 @@ class FeedbackStore:
         with _translate_connect_errors(self.url), Session(self._engine, expire_on_commit=False) as session:
             project = session.get(Project, 1)
         if project is None:
-            raise StoreError(f"{_display(self.url)} has an empty feedback_project table; it is not a usable project")
+            raise StoreError(
+                f"{_display(self.url)} has an empty feedback_project table; it is not a usable project"
+            )
         if project.schema_version != SCHEMA_VERSION:
             newer = project.schema_version > SCHEMA_VERSION
             raise StoreError(
                 f"{_display(self.url)} has store schema version {project.schema_version}, this rlhfkit reads "
-                f"version {SCHEMA_VERSION}; " + ("upgrade rlhfkit" if newer else "export it with the older rlhfkit")
+                f"version {SCHEMA_VERSION}; "
+                + ("upgrade rlhfkit" if newer else "export it with the older rlhfkit")
             )
         return project
 
@@ -304,9 +315,12 @@ class FeedbackStore:
         attempts = self.config.write_retries + 1
         for attempt in range(attempts):
             try:
-                with _translate_connect_errors(self.url):
-                    with Session(engine, expire_on_commit=False) as session, session.begin():
-                        return work(session)
+                with (
+                    _translate_connect_errors(self.url),
+                    Session(engine, expire_on_commit=False) as session,
+                    session.begin(),
+                ):
+                    return work(session)
             except IntegrityError:
                 if not retry_on_conflict or attempt == attempts - 1:
                     raise
@@ -323,7 +337,9 @@ class FeedbackStore:
 
     # ------------------------------------------------------------------------------------ annotators
 
-    def add_annotator(self, name: str, *, admin: bool = False, kind: str = "human") -> tuple[AnnotatorInfo, str | None]:
+    def add_annotator(
+        self, name: str, *, admin: bool = False, kind: str = "human"
+    ) -> tuple[AnnotatorInfo, str | None]:
         """Create an annotator; returns it and, for humans, its login token (shown once, stored hashed)."""
         _check_name(name)
         if kind not in ANNOTATOR_KINDS:
@@ -359,7 +375,9 @@ class FeedbackStore:
         def work(session: Session) -> None:
             row = session.scalar(select(Annotator).where(Annotator.name == name))
             if row is None:
-                raise RlhfkitError(f"no annotator named {name!r}; create it with `rlhfkit feedback add-annotator {name}`")
+                raise RlhfkitError(
+                    f"no annotator named {name!r}; create it with `rlhfkit feedback add-annotator {name}`"
+                )
             if row.kind != "human":
                 raise RlhfkitError(f"annotator {name!r} is {row.kind}, not human, and cannot log in")
             row.token_hash = hash_token(token)
@@ -476,8 +494,10 @@ def _connect_check(engine: Engine, url: URL) -> None:
     except DBAPIError as exc:
         message = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)
         if url.get_backend_name() == "sqlite":
-            raise StoreError(f"cannot open the SQLite store {url.database}: {message}; check the path, its "
-                             "permissions, and that it is a feedback store and not some other file") from None
+            raise StoreError(
+                f"cannot open the SQLite store {url.database}: {message}; check the path, its "
+                "permissions, and that it is a feedback store and not some other file"
+            ) from None
         raise StoreError(
             f"cannot connect to the store {_display(url)}: {message}. Check that the database server is "
             "running and that the URL (host, port, user, password, database name) is right"
@@ -493,7 +513,7 @@ class _translate_connect_errors:
     def __enter__(self) -> None:
         return None
 
-    def __exit__(self, exc_type: type | None, exc: BaseException | None, _tb: object) -> bool:
+    def __exit__(self, exc_type: object, exc: BaseException | None, _tb: object) -> bool:
         if isinstance(exc, DBAPIError) and exc.connection_invalidated:
             raise StoreError(
                 f"lost the connection to the store {_display(self.url)} ({exc.orig}); check that the database "
