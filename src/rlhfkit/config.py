@@ -165,6 +165,76 @@ class SFTConfig:
 
 
 @dataclass(frozen=True)
+class PPOConfig:
+    steps: int = 50
+    """PPO steps (each: a batch of rollouts, then ppo_epochs of updates)."""
+    batch_size: int = 16
+    """Prompts (and responses) per PPO step."""
+    mini_batch_size: int = 4
+    """Responses per optimiser step; must divide batch_size."""
+    micro_batch_size: int = 4
+    """Responses per forward/backward pass (gradient accumulation); must divide mini_batch_size."""
+    ppo_epochs: int = 1
+    """Passes over each batch of rollouts; mini-batches are reshuffled every pass."""
+    learning_rate: float = 1.41e-5
+    """AdamW learning rate of the adapter and value head (the course lab: 1.41e-5)."""
+    lr_schedule: str = "constant"
+    """constant, linear (decay to 0) or cosine."""
+    warmup_steps: int = 0
+    """Optimiser steps of linear warm-up."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    max_grad_norm: float = 1.0
+    """Gradient-norm clipping threshold."""
+    clip_eps: float = 0.2
+    """PPO clip range of the probability ratio (Schulman et al. 2017)."""
+    value_clip: float = 0.2
+    """Clip range of the value update around the rollout's values."""
+    vf_coef: float = 0.1
+    """Weight of the value loss."""
+    entropy_coef: float = 0.0
+    """Weight of an entropy bonus (0 = none, as in lm-human-preferences)."""
+    gamma: float = 1.0
+    """Discount of GAE."""
+    lam: float = 0.95
+    """λ of GAE."""
+    kl_estimator: str = "k1"
+    """Per-token KL estimator in the reward: k1 (log-ratio), k2 (half squared log-ratio) or k3."""
+    kl_coef: float = 0.2
+    """β of the KL penalty (the initial β when adaptive_kl is true)."""
+    adaptive_kl: bool = False
+    """Adapt β towards kl_target (Ziegler et al. 2019)."""
+    kl_target: float = 6.0
+    """Target KL (summed over a response) of the adaptive controller."""
+    kl_horizon: int = 10000
+    """Horizon of the adaptive controller, in responses."""
+    whiten_rewards: bool = False
+    """Whiten per-token rewards over the batch before GAE."""
+    no_eos_penalty: Optional[float] = None
+    """Subtract this from the score of a response that never produced EOS (null = no penalty)."""
+    target_approx_kl: Optional[float] = None
+    """Stop the step's remaining updates once approx-KL(old, new) exceeds this (null = never)."""
+    sft_adapter: Optional[str] = None
+    """SFT adapter folder to start from; it is merged into the base and becomes the reference."""
+    reference: str = "adapter"
+    """Reference policy: 'adapter' (same weights, RL adapter disabled) or 'copy' (a frozen deep copy)."""
+    min_new_tokens: Optional[int] = None
+    """Lower end of the per-step response-length sampler (null = generation.min_new_tokens)."""
+    max_new_tokens: Optional[int] = None
+    """Upper end of the per-step response-length sampler (null = generation.max_new_tokens)."""
+    log_every: int = 1
+    """Write step statistics every N steps."""
+    sample_every: int = 10
+    """Show and save a table of prompts, responses and scores every N steps (0 = never)."""
+    save_every: int = 25
+    """Checkpoint every N steps (0 = only at the end)."""
+    keep_checkpoints: int = 2
+    """Checkpoints kept on disk (older ones are deleted)."""
+    tensorboard: bool = True
+    """Also log statistics to TensorBoard through Accelerate's tracker."""
+
+
+@dataclass(frozen=True)
 class Config:
     run: RunConfig = field(default_factory=RunConfig)
     """Where outputs go, seeds, device and precision."""
@@ -178,6 +248,8 @@ class Config:
     """Sampling settings for evaluation and rollouts."""
     sft: SFTConfig = field(default_factory=SFTConfig)
     """Supervised fine-tuning."""
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+    """PPO with a KL penalty against a frozen reference."""
 
     def validate(self) -> None:
         """Check the rules that involve more than one field; raise ConfigError on the first broken one."""
@@ -239,6 +311,46 @@ def _problems(cfg: Config) -> list[str]:
         p.append(f"sft.warmup_ratio must be in [0, 1), got {sft.warmup_ratio}")
     if sft.log_every <= 0 or sft.eval_every < 0 or sft.eval_examples <= 0:
         p.append("sft.log_every and sft.eval_examples must be positive, sft.eval_every >= 0")
+    p.extend(_ppo_problems(cfg.ppo, gen))
+    return p
+
+
+def _ppo_problems(ppo: PPOConfig, gen: GenerationConfig) -> list[str]:
+    p: list[str] = []
+    sizes = (ppo.steps, ppo.batch_size, ppo.mini_batch_size, ppo.micro_batch_size, ppo.ppo_epochs)
+    if min(sizes) <= 0:
+        p.append("ppo.steps, batch_size, mini_batch_size, micro_batch_size and ppo_epochs must be positive")
+        return p
+    if ppo.batch_size % ppo.mini_batch_size:
+        p.append(f"ppo.mini_batch_size ({ppo.mini_batch_size}) must divide ppo.batch_size ({ppo.batch_size})")
+    if ppo.mini_batch_size % ppo.micro_batch_size:
+        p.append(
+            f"ppo.micro_batch_size ({ppo.micro_batch_size}) must divide ppo.mini_batch_size ({ppo.mini_batch_size})"
+        )
+    if ppo.learning_rate <= 0 or ppo.max_grad_norm <= 0:
+        p.append("ppo.learning_rate and ppo.max_grad_norm must be > 0")
+    if ppo.lr_schedule not in ("constant", "linear", "cosine"):
+        p.append(f"ppo.lr_schedule must be constant, linear or cosine, got {ppo.lr_schedule!r}")
+    if not 0 < ppo.clip_eps < 1 or ppo.value_clip <= 0:
+        p.append("ppo.clip_eps must be in (0, 1) and ppo.value_clip > 0")
+    if ppo.vf_coef < 0 or ppo.entropy_coef < 0:
+        p.append("ppo.vf_coef and ppo.entropy_coef must be >= 0")
+    if not 0 < ppo.gamma <= 1 or not 0 <= ppo.lam <= 1:
+        p.append("ppo.gamma must be in (0, 1] and ppo.lam in [0, 1]")
+    if ppo.kl_estimator not in ("k1", "k2", "k3"):
+        p.append(f"ppo.kl_estimator must be k1, k2 or k3, got {ppo.kl_estimator!r}")
+    if ppo.kl_coef < 0 or ppo.kl_target <= 0 or ppo.kl_horizon <= 0:
+        p.append("ppo.kl_coef must be >= 0, ppo.kl_target and ppo.kl_horizon > 0")
+    if ppo.target_approx_kl is not None and ppo.target_approx_kl <= 0:
+        p.append("ppo.target_approx_kl must be > 0 or null")
+    if ppo.reference not in ("adapter", "copy"):
+        p.append(f"ppo.reference must be 'adapter' or 'copy', got {ppo.reference!r}")
+    lo = gen.min_new_tokens if ppo.min_new_tokens is None else ppo.min_new_tokens
+    hi = gen.max_new_tokens if ppo.max_new_tokens is None else ppo.max_new_tokens
+    if not 0 <= lo <= hi or hi <= 0:
+        p.append(f"the response-length sampler needs 0 <= min_new_tokens ({lo}) <= max_new_tokens ({hi}), max > 0")
+    if ppo.log_every <= 0 or ppo.sample_every < 0 or ppo.save_every < 0 or ppo.keep_checkpoints <= 0:
+        p.append("ppo.log_every and keep_checkpoints must be positive; sample_every and save_every >= 0")
     return p
 
 

@@ -33,6 +33,10 @@ class Generation:
     """(B,) bool, True when the response produced EOS within the token budget."""
     texts: list[str]
     """Decoded responses without special tokens."""
+    logprobs: torch.Tensor | None = None
+    """(B, T) log-probs of the sampled tokens with logits / temperature (only with collect=True)."""
+    last_hidden: torch.Tensor | None = None
+    """(B, T, H) last-layer hidden state that predicted each token (only with collect=True)."""
 
 
 def check_prompts(tokenizer: Any, prompts: Sequence[str], max_prompt_tokens: int) -> None:
@@ -91,10 +95,13 @@ def generate(
     do_sample: bool | None = None,
     max_new_tokens: int | None = None,
     seed: int | None = None,
+    collect: bool = False,
 ) -> Generation:
     """Generate one response per prompt, in batches of ``gen.batch_size``, with dropout off.
 
-    ``seed`` makes sampling reproducible without disturbing the caller's global RNG state.
+    ``seed`` makes sampling reproducible without disturbing the caller's global RNG state. With
+    ``collect=True`` the log-probs of the sampled tokens and the hidden states behind them are kept from
+    the generation pass itself, so a PPO rollout need not run the policy over its responses again.
     """
     check_prompts(tokenizer, prompts, gen.max_prompt_tokens)
     do_sample = gen.do_sample if do_sample is None else do_sample
@@ -117,14 +124,38 @@ def generate(
                     min_new_tokens=gen.min_new_tokens,
                     pad_token_id=tokenizer.pad_token_id,
                     eos_token_id=tokenizer.eos_token_id,
+                    return_dict_in_generate=True,
+                    output_logits=collect,
+                    output_hidden_states=collect,
                     **_sampling_kwargs(gen, do_sample),
-                ).cpu()
+                )
+                sequences = out.sequences.cpu()
                 # encoder-decoders return [decoder_start, response...]; decoder-only return [prompt, response...]
-                response = out[:, 1:] if is_encoder_decoder else out[:, ids.shape[1] :]
-                parts.append(_finish(tokenizer, ids, mask, response))
+                response = sequences[:, 1:] if is_encoder_decoder else sequences[:, ids.shape[1] :]
+                part = _finish(tokenizer, ids, mask, response)
+                if collect:
+                    part.logprobs, part.last_hidden = _collected(out, response, gen.temperature, is_encoder_decoder)
+                parts.append(part)
     finally:
         model.train(was_training)
     return _concat(parts, tokenizer.pad_token_id, left=tokenizer.padding_side == "left")
+
+
+def _collected(out: Any, response: torch.Tensor, temperature: float, is_encoder_decoder: bool
+               ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Log-probs of the sampled tokens and the last hidden state at each step, from generate's outputs.
+
+    ``out.logits`` are the raw logits of each step (before top-k/top-p and before the temperature), so
+    dividing by the temperature here gives the same log-probs as a teacher-forced pass (DESIGN detail 2).
+    """
+    from rlhfkit.ppo import logprobs_from_logits
+
+    logits = torch.stack(out.logits, dim=1).float()  # (B, T, V)
+    steps = out.decoder_hidden_states if is_encoder_decoder else out.hidden_states
+    # per step a tuple over layers; the last layer's last position predicted this step's token
+    hidden = torch.stack([layers[-1][:, -1] for layers in steps], dim=1)  # (B, T, H)
+    tokens = response.to(logits.device)
+    return logprobs_from_logits(logits, tokens, temperature).cpu(), hidden.cpu()
 
 
 def _finish(tokenizer: Any, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, response: torch.Tensor) -> Generation:
@@ -153,4 +184,13 @@ def _concat(parts: list[Generation], pad_id: int, left: bool) -> Generation:
         response_mask=torch.cat([_pad_to(g.response_mask, r_width, 0.0) for g in parts]),
         ended=torch.cat([g.ended for g in parts]),
         texts=[t for g in parts for t in g.texts],
+        logprobs=None if parts[0].logprobs is None else torch.cat([_pad_to(g.logprobs, r_width, 0.0) for g in parts]),
+        last_hidden=None if parts[0].last_hidden is None else torch.cat([_pad3(g.last_hidden, r_width) for g in parts]),
     )
+
+
+def _pad3(t: torch.Tensor, width: int) -> torch.Tensor:
+    """Pad a (B, T, H) tensor with zeros along T."""
+    if t.shape[1] == width:
+        return t
+    return torch.cat([t, t.new_zeros(t.shape[0], width - t.shape[1], t.shape[2])], dim=1)

@@ -27,8 +27,12 @@ def quiet_libraries() -> None:
     transformers.utils.logging.set_verbosity_error()
 
 
-def make_accelerator(run: RunConfig, gradient_accumulation_steps: int = 1):
-    """An Accelerator for ``run``; each process seeds itself with seed + rank (DESIGN, PPO detail 9)."""
+def make_accelerator(run: RunConfig, gradient_accumulation_steps: int = 1, log_with: str | None = None,
+                     project_dir: str | os.PathLike | None = None):  # fmt: skip
+    """An Accelerator for ``run``; each process seeds itself with seed + rank (DESIGN, PPO detail 9).
+
+    ``log_with="tensorboard"`` adds Accelerate's TensorBoard tracker, writing under ``project_dir``.
+    """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
@@ -39,10 +43,18 @@ def make_accelerator(run: RunConfig, gradient_accumulation_steps: int = 1):
         raise RlhfkitError(f"run.device={run.device!r} but no CUDA device is available; use run.device=cpu or auto.")
     if run.precision == "fp16" and cpu:
         raise RlhfkitError("run.precision=fp16 needs a GPU; on a CPU use bf16 (where supported) or fp32.")
+    if log_with == "tensorboard":
+        try:
+            import tensorboard  # noqa: F401
+        except ImportError:
+            raise RlhfkitError("TensorBoard logging is on but tensorboard is not installed: pip install "
+                               "'rlhfkit[tracking]', or set ppo.tensorboard=false.") from None  # fmt: skip
     accelerator = Accelerator(
         cpu=cpu,
         mixed_precision=_PRECISION_TO_ACCELERATE[run.precision],
         gradient_accumulation_steps=gradient_accumulation_steps,
+        log_with=log_with,
+        project_dir=str(project_dir) if project_dir is not None else None,
     )
     set_seed(run.seed + accelerator.process_index)
     return accelerator

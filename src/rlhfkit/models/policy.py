@@ -1,0 +1,185 @@
+"""The PPO policy: base model + trainable LoRA adapter + a scalar value head, and its frozen reference.
+
+The value head reads the last hidden state of the decoder (T5) or of the last layer (decoder-only) at
+the position that predicts each response token, so ``values[:, t]`` is V(s_t) for response token t.
+
+The reference is, by default, the same weights with the RL adapter disabled — no second copy in memory.
+When PPO starts from an SFT adapter, that adapter is merged into the base weights first and a fresh RL
+adapter goes on top, so "adapter disabled" *is* the SFT model, never the raw base. ``reference: copy``
+keeps a frozen deep copy instead (the course lab's way), for comparison.
+"""
+
+from __future__ import annotations
+
+import copy
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+
+from rlhfkit.config import LoraConfig, ModelConfig
+from rlhfkit.errors import RlhfkitError
+from rlhfkit.models.loading import LoadedModel, load_base_model
+from rlhfkit.models.lora import attach_lora, load_adapter_as_trainable
+from rlhfkit.ppo import entropy_from_logits, logprobs_from_logits
+from rlhfkit.rollout.generation import position_ids_from_mask
+
+
+@dataclass
+class TokenScores:
+    """What one teacher-forced pass of the policy gives for a batch of responses."""
+
+    logprobs: torch.Tensor
+    """(B, T) log π(token_t | prompt, tokens_<t) with logits divided by the temperature."""
+    values: torch.Tensor | None
+    """(B, T) V(s_t) from the value head, or None for the reference."""
+    entropy: torch.Tensor | None
+    """(B, T) entropy of the tempered next-token distribution, or None when not asked for."""
+
+
+def hidden_size(config: Any) -> int:
+    for name in ("d_model", "hidden_size", "n_embd"):
+        if getattr(config, name, None):
+            return int(getattr(config, name))
+    raise RlhfkitError(f"cannot find the hidden size of model type {config.model_type!r} for the value head.")
+
+
+class PolicyWithValueHead(nn.Module):
+    """A peft-wrapped language model with a value head, and access to its reference policy."""
+
+    def __init__(self, loaded: LoadedModel, reference: str = "adapter") -> None:
+        super().__init__()
+        if reference not in ("adapter", "copy"):
+            raise RlhfkitError(f"ppo.reference must be 'adapter' or 'copy', got {reference!r}")
+        self.model = loaded.model
+        self.tokenizer = loaded.tokenizer
+        self.is_encoder_decoder = loaded.is_encoder_decoder
+        self.source = loaded.source
+        config = self.model.get_base_model().config
+        self.value_head = nn.Linear(hidden_size(config), 1)
+        # Start by predicting 0 everywhere: an untrained head with random weights would add noise to the
+        # first advantages (lm-human-preferences also starts its value head at zero).
+        nn.init.zeros_(self.value_head.weight)
+        nn.init.zeros_(self.value_head.bias)
+        self.reference_mode = reference
+        self._reference_copy: nn.Module | None = None
+        if reference == "copy":
+            # a copy of the whole peft model, folded into plain weights: at the start it equals the policy
+            frozen = copy.deepcopy(self.model).merge_and_unload()
+            frozen.requires_grad_(False)
+            frozen.eval()
+            # stored outside the module tree so it is neither saved, nor optimised, nor moved by accident
+            self.__dict__["_reference_copy"] = frozen
+
+    # ----------------------------------------------------------------------------------------------
+    # Teacher-forced passes over (prompt, response) pairs
+
+    def _lm_forward(self, model: Any, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, response_ids: torch.Tensor,
+                    want_hidden: bool) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
+        """(B, T, V) logits that predict each response token, and (B, T, H) last hidden states."""
+        T = response_ids.shape[1]
+        if self.is_encoder_decoder:
+            start = torch.full_like(response_ids[:, :1], self._decoder_start_id())
+            decoder_input_ids = torch.cat([start, response_ids[:, :-1]], dim=1)
+            out = model(input_ids=prompt_ids, attention_mask=prompt_mask, decoder_input_ids=decoder_input_ids,
+                        output_hidden_states=want_hidden, use_cache=False)  # fmt: skip
+            hidden = out.decoder_hidden_states[-1] if want_hidden else None
+            return out.logits, hidden
+        P = prompt_ids.shape[1]
+        input_ids = torch.cat([prompt_ids, response_ids], dim=1)
+        attention_mask = torch.cat([prompt_mask, torch.ones_like(response_ids)], dim=1)
+        # left-padded prompts: positions count from each row's first real token (DESIGN, PPO detail 5)
+        out = model(input_ids=input_ids, attention_mask=attention_mask,
+                    position_ids=position_ids_from_mask(attention_mask), output_hidden_states=want_hidden,
+                    use_cache=False, logits_to_keep=T + 1)  # fmt: skip
+        # logits_to_keep=T+1 keeps positions P-1 .. P+T-1; position P-1+t predicts response token t
+        logits = out.logits[:, :T]
+        hidden = out.hidden_states[-1][:, P - 1 : P - 1 + T] if want_hidden else None
+        return logits, hidden
+
+    def _decoder_start_id(self) -> int:
+        config = self.model.get_base_model().config
+        start = getattr(config, "decoder_start_token_id", None)
+        return int(start if start is not None else self.tokenizer.pad_token_id)
+
+    def score(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, response_ids: torch.Tensor,
+              temperature: float, with_entropy: bool = False) -> TokenScores:  # fmt: skip
+        """Log-probs, values (and entropy) of ``response_ids`` under the current policy, with gradients."""
+        logits, hidden = self._lm_forward(self.model, prompt_ids, prompt_mask, response_ids, want_hidden=True)
+        logprobs = logprobs_from_logits(logits, response_ids, temperature)
+        values = self.values_from_hidden(hidden)
+        entropy = entropy_from_logits(logits.detach(), temperature) if with_entropy else None
+        return TokenScores(logprobs, values, entropy)
+
+    def values_from_hidden(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(B, T, H) hidden states → (B, T) values, computed in fp32 for a stable regression target."""
+        return self.value_head(hidden.float()).squeeze(-1)
+
+    @torch.no_grad()
+    def reference_logprobs(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, response_ids: torch.Tensor,
+                           temperature: float) -> torch.Tensor:  # fmt: skip
+        """(B, T) log-probs of ``response_ids`` under the frozen reference, with dropout off."""
+        with self.reference_model() as ref:
+            logits, _ = self._lm_forward(ref, prompt_ids, prompt_mask, response_ids, want_hidden=False)
+        return logprobs_from_logits(logits, response_ids, temperature)
+
+    @contextmanager
+    def reference_model(self) -> Iterator[Any]:
+        """The reference as a callable model, in eval mode, for the duration of the block."""
+        if self._reference_copy is not None:
+            yield self._reference_copy
+            return
+        with evaluation_mode(self.model), self.model.disable_adapter():
+            yield self.model
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        """Every trainable tensor (adapter, fully trained modules, value head), keyed by name."""
+        return {name: p.detach().cpu().clone() for name, p in self.named_parameters() if p.requires_grad}
+
+    def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore :meth:`trainable_state` exactly; refuse anything that does not match."""
+        own = {name: p for name, p in self.named_parameters() if p.requires_grad}
+        missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+        if missing or unexpected:
+            raise RlhfkitError(
+                f"the checkpoint's trainable tensors do not match this policy (missing {missing[:3]}, unexpected "
+                f"{unexpected[:3]}); it was written for another model or LoRA configuration."
+            )
+        with torch.no_grad():
+            for name, p in own.items():
+                if p.shape != state[name].shape:
+                    raise RlhfkitError(f"checkpoint tensor {name} has shape {tuple(state[name].shape)}, "
+                                       f"the policy expects {tuple(p.shape)}; the run's configuration differs.")  # fmt: skip
+                p.copy_(state[name].to(p.device, p.dtype))
+
+
+@contextmanager
+def evaluation_mode(module: nn.Module) -> Iterator[None]:
+    """Dropout off for the block, then the previous mode again (DESIGN, PPO detail 1)."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was_training)
+
+
+def build_policy(model_cfg: ModelConfig, lora_cfg: LoraConfig, reference: str = "adapter",
+                 sft_adapter: str | None = None) -> PolicyWithValueHead:  # fmt: skip
+    """Load the base model, fold in the SFT adapter (if any), add a fresh RL adapter and a value head.
+
+    Starting from an SFT adapter, the reference must be the SFT model: the adapter is merged into the base
+    weights (``merge_and_unload``), so disabling the fresh RL adapter gives back exactly the SFT policy.
+    """
+    loaded = load_base_model(model_cfg)
+    if sft_adapter:
+        merged = load_adapter_as_trainable(loaded.model, sft_adapter).merge_and_unload()
+        loaded = LoadedModel(merged, loaded.tokenizer, loaded.is_encoder_decoder, loaded.source)
+    if lora_cfg.adapter_path:
+        raise RlhfkitError(
+            "for PPO, give the SFT adapter as ppo.sft_adapter (or --sft-adapter), not lora.adapter_path: the SFT "
+            "adapter becomes the reference and a fresh RL adapter is trained on top of it."
+        )
+    return PolicyWithValueHead(attach_lora(loaded, lora_cfg), reference=reference)

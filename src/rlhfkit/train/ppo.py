@@ -1,0 +1,503 @@
+"""PPO with a KL penalty against a frozen reference (`rlhfkit ppo`).
+
+One step is a pipeline of short, named stages (lm-human-preferences / OpenRLHF style):
+
+    generate → score → reference log-probs → per-token rewards → advantages → update
+
+* generate: sample responses with dropout off; the generation pass also yields the old log-probs and
+  the value estimates (no second policy forward over the responses).
+* score: the reward protocol, texts in, one float per response; NaN/inf skip the step and are counted.
+* reference: log-probs under the frozen reference (RL adapter disabled, or a frozen copy).
+* rewards: −β·KL on every response token, the score on the last real token (DESIGN detail 3).
+* advantages: GAE, returns = advantages + values, advantages whitened over valid tokens (detail 6).
+* update: ppo_epochs over reshuffled mini-batches, micro-batches accumulated, clipped policy and value
+  losses, gradient clipping, optional early stop on approx-KL (detail 7).
+
+Randomness is derived from (seed, step, stage), so a resumed run draws exactly what an uninterrupted
+run would have drawn; checkpoints add the trainable tensors, optimiser, scheduler and KL controller.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from rlhfkit.config import Config, PPOConfig, load_config, save_config
+from rlhfkit.data.loading import load_dialogues
+from rlhfkit.errors import RlhfkitError
+from rlhfkit.io import write_json_atomic, write_text_atomic
+from rlhfkit.models.lora import save_adapter
+from rlhfkit.models.policy import PolicyWithValueHead, build_policy, evaluation_mode
+from rlhfkit.ppo import (
+    AdaptiveKLController,
+    FixedKLController,
+    approx_kl_k3,
+    clipped_policy_loss,
+    clipped_value_loss,
+    explained_variance,
+    gae_advantages,
+    kl_estimate,
+    masked_mean,
+    masked_whiten,
+    no_eos_penalty,
+    per_token_rewards,
+    sequence_kl,
+)
+from rlhfkit.rewards.base import check_scores
+from rlhfkit.rollout.generation import check_prompts, generate
+from rlhfkit.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint, set_rng_state
+from rlhfkit.train.metrics import MetricsWriter, read_metrics
+from rlhfkit.train.progress import StepProgress
+from rlhfkit.train.runtime import make_accelerator, quiet_libraries
+
+# Settings that may change between a run and its resumption without changing what was computed so far.
+RESUMABLE_CHANGES = {"ppo.steps", "ppo.save_every", "ppo.keep_checkpoints", "ppo.sample_every", "ppo.tensorboard"}
+
+
+@dataclass
+class Rollout:
+    """One batch of experience. B = responses, P = prompt tokens, T = response tokens."""
+
+    prompts: list[str]
+    responses: list[str]
+    prompt_ids: torch.Tensor  # (B, P) left-padded for decoder-only, right-padded for encoder-decoders
+    prompt_mask: torch.Tensor  # (B, P) 1 for real prompt tokens
+    response_ids: torch.Tensor  # (B, T) pad after the first EOS
+    mask: torch.Tensor  # (B, T) 1.0 up to and including the first EOS
+    ended: torch.Tensor  # (B,) bool, produced EOS
+    old_logprobs: torch.Tensor  # (B, T) log π_old(a_t|s_t), temperature-corrected
+    values: torch.Tensor  # (B, T) V_old(s_t)
+    ref_logprobs: torch.Tensor | None = None  # (B, T) log π_ref(a_t|s_t)
+    scores: torch.Tensor | None = None  # (B,) reward-model scores (after the no-EOS penalty)
+    kl: torch.Tensor | None = None  # (B, T) per-token KL estimate used in the reward
+    rewards: torch.Tensor | None = None  # (B, T) per-token rewards
+    advantages: torch.Tensor | None = None  # (B, T) whitened GAE advantages
+    returns: torch.Tensor | None = None  # (B, T) advantages (before whitening) + values
+
+
+@dataclass
+class PPOResult:
+    output_dir: Path
+    adapter_dir: Path
+    steps: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+    """The statistics of every step run in this call."""
+    skipped_steps: int = 0
+
+
+def derived_seed(seed: int, step: int, stage: str) -> int:
+    """A seed for one stage of one step, independent of everything that ran before it."""
+    digest = hashlib.sha256(f"{seed}:{step}:{stage}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+# --------------------------------------------------------------------------------------------------
+# Prompts: a reshuffled pass over the training prompts per epoch, addressable by step
+
+
+class PromptStream:
+    """Step ``i`` gets prompts ``i*B .. (i+1)*B-1`` of an endless sequence of seeded epoch permutations."""
+
+    def __init__(self, prompts: list[str], batch_size: int, seed: int) -> None:
+        if not prompts:
+            raise RlhfkitError("there are no training prompts for PPO; check data.source and the length filter.")
+        self.prompts, self.batch_size, self.seed = prompts, batch_size, seed
+        self._orders: dict[int, list[int]] = {}
+
+    def _order(self, epoch: int) -> list[int]:
+        if epoch not in self._orders:
+            g = torch.Generator().manual_seed(derived_seed(self.seed, epoch, "prompt-order"))
+            self._orders[epoch] = torch.randperm(len(self.prompts), generator=g).tolist()
+        return self._orders[epoch]
+
+    def batch(self, step: int) -> list[str]:
+        n = len(self.prompts)
+        picks = range(step * self.batch_size, (step + 1) * self.batch_size)
+        return [self.prompts[self._order(k // n)[k % n]] for k in picks]
+
+
+# --------------------------------------------------------------------------------------------------
+# The stages
+
+
+def sample_response_length(ppo: PPOConfig, cfg: Config, seed: int, step: int) -> int:
+    """Maximum new tokens for this step, drawn uniformly from [min_new_tokens, max_new_tokens] (the lab's sampler)."""
+    lo = cfg.generation.min_new_tokens if ppo.min_new_tokens is None else ppo.min_new_tokens
+    hi = cfg.generation.max_new_tokens if ppo.max_new_tokens is None else ppo.max_new_tokens
+    lo = max(lo, 1)
+    g = torch.Generator().manual_seed(derived_seed(seed, step, "length"))
+    return int(torch.randint(lo, hi + 1, (1,), generator=g))
+
+
+def generate_rollout(policy: PolicyWithValueHead, prompts: list[str], cfg: Config, max_new_tokens: int,
+                     seed: int) -> Rollout:  # fmt: skip
+    """Stage 1: sample responses with dropout off; keep old log-probs and values from the same pass."""
+    g = generate(policy.model, policy.tokenizer, prompts, cfg.generation, policy.is_encoder_decoder,
+                 do_sample=True, max_new_tokens=max_new_tokens, seed=seed, collect=True)  # fmt: skip
+    with torch.no_grad():
+        values = policy.values_from_hidden(g.last_hidden.to(policy.value_head.weight.device)).cpu()
+    return Rollout(prompts=list(prompts), responses=g.texts, prompt_ids=g.prompt_ids, prompt_mask=g.prompt_mask,
+                   response_ids=g.response_ids, mask=g.response_mask, ended=g.ended,
+                   old_logprobs=g.logprobs * g.response_mask, values=values * g.response_mask)  # fmt: skip
+
+
+def score_rollout(reward: Any, rollout: Rollout, ppo: PPOConfig) -> int:
+    """Stage 2: reward scores (B,), the no-EOS penalty applied; returns the number of non-finite scores."""
+    raw = reward(rollout.prompts, rollout.responses)
+    nonfinite = check_scores(raw, len(rollout.responses), getattr(reward, "name", "reward"))
+    scores = torch.tensor([float(s) for s in raw], dtype=torch.float32)
+    if ppo.no_eos_penalty is not None:
+        scores = no_eos_penalty(scores, rollout.ended, ppo.no_eos_penalty)
+    rollout.scores = scores
+    return int(sum(nonfinite))
+
+
+def add_reference_logprobs(policy: PolicyWithValueHead, rollout: Rollout, temperature: float, device: torch.device,
+                           chunk: int) -> None:  # fmt: skip
+    """Stage 3: log-probs of the responses under the frozen reference, in chunks, dropout off."""
+    parts = []
+    for i in range(0, len(rollout.prompts), chunk):
+        p, pm, r = _device_batch(rollout, slice(i, i + chunk), device)
+        parts.append(policy.reference_logprobs(p, pm, r, temperature).float().cpu())
+    rollout.ref_logprobs = _cat_padded(parts, rollout.mask.shape[1]) * rollout.mask
+
+
+def add_rewards(rollout: Rollout, ppo: PPOConfig, beta: float) -> None:
+    """Stage 4: per-token rewards = −β·KL(policy‖reference) on every token + score on the last token."""
+    rollout.kl = kl_estimate(rollout.old_logprobs, rollout.ref_logprobs, ppo.kl_estimator) * rollout.mask
+    rewards = per_token_rewards(rollout.scores, rollout.kl, rollout.mask, beta)
+    if ppo.whiten_rewards:
+        rewards = masked_whiten(rewards, rollout.mask, shift_mean=False)
+    rollout.rewards = rewards
+
+
+def add_advantages(rollout: Rollout, ppo: PPOConfig) -> None:
+    """Stage 5: GAE advantages and returns; advantages whitened over valid tokens."""
+    advantages, returns = gae_advantages(rollout.rewards, rollout.values, rollout.mask, ppo.gamma, ppo.lam)
+    rollout.returns = returns
+    rollout.advantages = masked_whiten(advantages, rollout.mask)
+
+
+def update_policy(policy: PolicyWithValueHead, model: Any, optimizer: Any, scheduler: Any, accelerator: Any,
+                  rollout: Rollout, cfg: Config, seed: int) -> dict[str, float]:  # fmt: skip
+    """Stage 6: ppo_epochs over reshuffled mini-batches with micro-batch accumulation; returns statistics."""
+    ppo, temperature, device = cfg.ppo, cfg.generation.temperature, accelerator.device
+    B = len(rollout.prompts)
+    shuffle = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)  # LoRA dropout during the update draws from the global stream
+    sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
+
+    def add(name: str, value: float) -> None:
+        sums[name] = sums.get(name, 0.0) + value
+        counts[name] = counts.get(name, 0) + 1
+
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    epochs_done, stopped_early = 0, False
+    model.train()
+    for _ in range(ppo.ppo_epochs):
+        order = torch.randperm(B, generator=shuffle)
+        for start in range(0, B, ppo.mini_batch_size):
+            mini = order[start : start + ppo.mini_batch_size]
+            optimizer.zero_grad(set_to_none=True)
+            mb_kl = 0.0
+            for m in range(0, len(mini), ppo.micro_batch_size):
+                idx = mini[m : m + ppo.micro_batch_size]
+                stats = _micro_step(policy, accelerator, rollout, idx, ppo, temperature, device,
+                                    weight=len(idx) / len(mini))  # fmt: skip
+                for k, v in stats.items():
+                    add(k, v)
+                mb_kl += stats["policy/approx_kl"] * len(idx) / len(mini)
+            grad_norm = accelerator.clip_grad_norm_(trainable, ppo.max_grad_norm)
+            add("policy/grad_norm", float(grad_norm))
+            optimizer.step()
+            scheduler.step()
+            if ppo.target_approx_kl is not None and mb_kl > ppo.target_approx_kl:
+                stopped_early = True  # the policy moved too far from the rollout policy: stop this step's updates
+                break
+        epochs_done += 1
+        if stopped_early:
+            break
+    out = {k: sums[k] / counts[k] for k in sums}
+    out["ppo/epochs"] = float(epochs_done)
+    out["ppo/early_stopped"] = float(stopped_early)
+    return out
+
+
+def _micro_step(policy: PolicyWithValueHead, accelerator: Any, rollout: Rollout, idx: torch.Tensor, ppo: PPOConfig,
+                temperature: float, device: torch.device, weight: float) -> dict[str, float]:  # fmt: skip
+    """Forward + backward of one micro-batch; the loss is scaled by its share of the mini-batch."""
+    prompt_ids, prompt_mask, response_ids = _device_batch(rollout, idx, device)
+    width = response_ids.shape[1]
+    mask = rollout.mask[idx][:, :width].to(device)
+    old_logprobs = rollout.old_logprobs[idx][:, :width].to(device)
+    old_values = rollout.values[idx][:, :width].to(device)
+    advantages = rollout.advantages[idx][:, :width].to(device)
+    returns = rollout.returns[idx][:, :width].to(device)
+    with accelerator.autocast():
+        out = policy.score(prompt_ids, prompt_mask, response_ids, temperature, with_entropy=True)
+    logprobs, values = out.logprobs.float(), out.values.float()
+    pg_loss, pg_clip = clipped_policy_loss(logprobs, old_logprobs, advantages, mask, ppo.clip_eps)
+    vf_loss, vf_clip = clipped_value_loss(values, old_values, returns, mask, ppo.value_clip)
+    entropy = masked_mean(out.entropy.float(), mask)
+    loss = pg_loss + ppo.vf_coef * vf_loss - ppo.entropy_coef * entropy
+    accelerator.backward(loss * weight)
+    return {
+        "policy/loss": float(pg_loss.detach()),
+        "policy/clipfrac": float(pg_clip),
+        "policy/approx_kl": float(approx_kl_k3(logprobs.detach(), old_logprobs, mask)),
+        "policy/entropy": float(entropy.detach()),
+        "value/loss": float(vf_loss.detach()),
+        "value/clipfrac": float(vf_clip),
+    }
+
+
+def _device_batch(rollout: Rollout, idx: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Prompt ids/mask and response ids for rows ``idx``, with all-padding columns trimmed away."""
+    prompt_ids, prompt_mask = rollout.prompt_ids[idx], rollout.prompt_mask[idx]
+    keep = prompt_mask.sum(0) > 0  # columns where some row has a real token
+    prompt_ids, prompt_mask = prompt_ids[:, keep], prompt_mask[:, keep]
+    width = max(int(rollout.mask[idx].sum(1).max()), 1)
+    response_ids = rollout.response_ids[idx][:, :width]
+    return prompt_ids.to(device), prompt_mask.to(device), response_ids.to(device)
+
+
+def _cat_padded(parts: list[torch.Tensor], width: int) -> torch.Tensor:
+    padded = [torch.cat([p, p.new_zeros(p.shape[0], width - p.shape[1])], 1) if p.shape[1] < width else p for p in parts]
+    return torch.cat(padded)
+
+
+def rollout_statistics(rollout: Rollout, beta: float) -> dict[str, float]:
+    """Statistics that describe the batch of experience itself (before the update)."""
+    mask = rollout.mask
+    k1 = sequence_kl(kl_estimate(rollout.old_logprobs, rollout.ref_logprobs, "k1") * mask, mask)
+    k3 = sequence_kl(kl_estimate(rollout.old_logprobs, rollout.ref_logprobs, "k3") * mask, mask)
+    lengths = mask.sum(1)
+    return {
+        "score/mean": float(rollout.scores.mean()),
+        "score/std": float(rollout.scores.std()) if len(rollout.scores) > 1 else 0.0,
+        "kl/k1": float(k1.mean()),
+        "kl/k3": float(k3.mean()),
+        "kl/beta": beta,
+        "reward/total_mean": float((rollout.rewards * mask).sum(1).mean()),
+        "value/explained_variance": float(explained_variance(rollout.values, rollout.returns, mask)),
+        "value/mean": float(masked_mean(rollout.values, mask)),
+        "response/length_mean": float(lengths.mean()),
+        "response/ended_fraction": float(rollout.ended.float().mean()),
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# The run
+
+
+def _make_controller(ppo: PPOConfig) -> FixedKLController | AdaptiveKLController:
+    if ppo.adaptive_kl:
+        return AdaptiveKLController(ppo.kl_coef, ppo.kl_target, ppo.kl_horizon)
+    return FixedKLController(ppo.kl_coef)
+
+
+def _check_resumable(cfg: Config, out: Path) -> None:
+    saved_path = out / "config.yaml"
+    if not saved_path.is_file():
+        raise RlhfkitError(f"cannot resume: {str(out)!r} has no config.yaml, so it is not a PPO run folder.")
+    saved = load_config([saved_path])
+    diffs = _differences(saved, cfg) - RESUMABLE_CHANGES - {"run.output_dir"}
+    if diffs:
+        raise RlhfkitError(
+            f"cannot resume {str(out)!r}: the configuration differs from the run's in {sorted(diffs)}. Resume with "
+            f"the same settings (only {sorted(RESUMABLE_CHANGES)} may change), or start a new run in another folder."
+        )
+
+
+def _differences(a: Any, b: Any, prefix: str = "") -> set[str]:
+    import dataclasses
+
+    if dataclasses.is_dataclass(a):
+        out: set[str] = set()
+        for f in dataclasses.fields(a):
+            out |= _differences(getattr(a, f.name), getattr(b, f.name), f"{prefix}{f.name}.")
+        return out
+    return set() if a == b else {prefix.rstrip(".")}
+
+
+def _build_reward(cfg: Config) -> Any:
+    from rlhfkit.rewards.factory import build_reward
+
+    return build_reward(cfg.reward)
+
+
+def run_ppo(cfg: Config, reward: Any = None, resume: bool = False, progress: bool = True,
+            on_step: Callable[[dict[str, Any]], None] | None = None) -> PPOResult:  # fmt: skip
+    """Run PPO as configured; ``reward`` overrides the configured one (any callable of the reward protocol)."""
+    quiet_libraries()
+    ppo = cfg.ppo
+    out = Path(cfg.run.output_dir)
+    if resume:
+        _check_resumable(cfg, out)
+    elif list_checkpoints(out):
+        raise RlhfkitError(f"{str(out)!r} already holds a PPO run with checkpoints; pass --resume to continue it, "
+                           "or choose another output folder.")  # fmt: skip
+    accelerator = make_accelerator(cfg.run, log_with="tensorboard" if ppo.tensorboard else None, project_dir=out)
+    main = accelerator.is_main_process
+    reward = reward if reward is not None else _build_reward(cfg)
+    data = load_dialogues(cfg.data)
+    prompts = list(data.train["prompt"])
+    policy = build_policy(cfg.model, cfg.lora, reference=ppo.reference, sft_adapter=ppo.sft_adapter)
+    check_prompts(policy.tokenizer, prompts, cfg.generation.max_prompt_tokens)
+    policy.to(accelerator.device)
+    trainable = [p for p in policy.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=ppo.learning_rate, weight_decay=ppo.weight_decay)
+    updates_per_step = ppo.ppo_epochs * (ppo.batch_size // ppo.mini_batch_size)
+    from transformers import get_scheduler
+
+    scheduler = get_scheduler(ppo.lr_schedule, optimizer, num_warmup_steps=ppo.warmup_steps,
+                              num_training_steps=ppo.steps * updates_per_step)  # fmt: skip
+    model, optimizer = accelerator.prepare(policy, optimizer)
+    controller = _make_controller(ppo)
+    stream = PromptStream(prompts, ppo.batch_size, cfg.run.seed)
+    start_step, skipped = 0, 0
+    metrics = MetricsWriter(out / "metrics.jsonl", enabled=main)
+    if resume:
+        start_step, skipped = _restore(out, policy, optimizer, scheduler, controller, metrics)
+    elif main:
+        save_config(cfg, out)
+        metrics.path.unlink(missing_ok=True)
+    if ppo.tensorboard and main:
+        accelerator.init_trackers("tensorboard")
+    history: list[dict[str, Any]] = []
+    bar = StepProgress("ppo", ppo.steps, enabled=progress and main)
+    bar_started = start_step
+    with bar:
+        bar.advance(bar_started)
+        for step in range(start_step, ppo.steps):
+            stats = ppo_step(policy, model, optimizer, scheduler, accelerator, controller, reward, stream, cfg, step)
+            if stats.get("skipped"):
+                skipped += 1
+                warnings.warn(f"PPO step {step + 1}: {stats['score/nonfinite']:.0f} non-finite reward score(s); "
+                              f"the step was skipped ({skipped} so far).", stacklevel=1)  # fmt: skip
+            stats["skipped_steps"] = skipped
+            history.append(stats)
+            if main and ((step + 1) % ppo.log_every == 0 or step + 1 == ppo.steps):
+                metrics.write({k: v for k, v in stats.items() if k != "samples"})
+                if ppo.tensorboard:
+                    accelerator.log({k: v for k, v in stats.items() if isinstance(v, (int, float))}, step=step + 1)
+            if main and ppo.sample_every and (step + 1) % ppo.sample_every == 0 and "samples" in stats:
+                _show_samples(stats["samples"], step + 1, out, progress)
+            if on_step:
+                on_step(stats)
+            bar.advance(score=stats.get("score/mean", float("nan")), kl=stats.get("kl/k1", float("nan")))
+            if ppo.save_every and (step + 1) % ppo.save_every == 0 and step + 1 < ppo.steps and main:
+                _save(out, step + 1, policy, optimizer, scheduler, controller, skipped, ppo.keep_checkpoints)
+    if main:
+        _save(out, ppo.steps, policy, optimizer, scheduler, controller, skipped, ppo.keep_checkpoints)
+        _save_final(out, policy)
+    if ppo.tensorboard and main:
+        accelerator.end_training()
+    accelerator.wait_for_everyone()
+    return PPOResult(out, out / "adapter", ppo.steps, history, skipped)
+
+
+def ppo_step(policy: PolicyWithValueHead, model: Any, optimizer: Any, scheduler: Any, accelerator: Any,
+             controller: Any, reward: Any, stream: PromptStream, cfg: Config, step: int) -> dict[str, Any]:  # fmt: skip
+    """One PPO step: generate → score → reference → rewards → advantages → update."""
+    ppo, seed = cfg.ppo, cfg.run.seed
+    timings: dict[str, float] = {}
+
+    def timed(name: str, fn: Callable[[], Any]) -> Any:
+        t0 = time.perf_counter()
+        result = fn()
+        timings[f"time/{name}"] = time.perf_counter() - t0
+        return result
+
+    prompts = stream.batch(step)
+    max_new = sample_response_length(ppo, cfg, seed, step)
+    with accelerator.autocast():
+        rollout = timed("generate", lambda: generate_rollout(policy, prompts, cfg, max_new, derived_seed(seed, step, "generate")))  # noqa: E501
+    nonfinite = timed("score", lambda: score_rollout(reward, rollout, ppo))
+    beta = float(controller.value)
+    if nonfinite:
+        return {"step": step + 1, "skipped": True, "score/nonfinite": float(nonfinite), "kl/beta": beta, **timings}
+    with accelerator.autocast(), evaluation_mode(policy):
+        timed("reference", lambda: add_reference_logprobs(policy, rollout, cfg.generation.temperature,
+                                                          accelerator.device, ppo.mini_batch_size))  # fmt: skip
+
+    def rewards_and_advantages() -> None:
+        add_rewards(rollout, ppo, beta)
+        add_advantages(rollout, ppo)
+
+    timed("advantages", rewards_and_advantages)
+    update = timed("update", lambda: update_policy(policy, model, optimizer, scheduler, accelerator, rollout, cfg,
+                                                   derived_seed(seed, step, "update")))  # fmt: skip
+    stats = {"step": step + 1, **rollout_statistics(rollout, beta), **update, "lr": scheduler.get_last_lr()[0],
+             "score/nonfinite": 0.0, **timings}  # fmt: skip
+    stats["time/step"] = sum(timings.values())
+    controller.update(stats["kl/k1"], n_steps=len(prompts))
+    stats["samples"] = [
+        {"prompt": p, "response": r, "score": float(s)}
+        for p, r, s in zip(rollout.prompts[:4], rollout.responses[:4], rollout.scores[:4])
+    ]
+    return stats
+
+
+# --------------------------------------------------------------------------------------------------
+# Saving and restoring
+
+
+def _save(out: Path, step: int, policy: PolicyWithValueHead, optimizer: Any, scheduler: Any, controller: Any,
+          skipped: int, keep: int) -> None:  # fmt: skip
+    state = {"skipped_steps": skipped, "controller": controller.state_dict()}
+    save_checkpoint(out, step, policy.trainable_state(), optimizer, scheduler, state, keep)
+
+
+def _restore(out: Path, policy: PolicyWithValueHead, optimizer: Any, scheduler: Any, controller: Any,
+             metrics: MetricsWriter) -> tuple[int, int]:  # fmt: skip
+    found = list_checkpoints(out)
+    if not found:
+        raise RlhfkitError(f"cannot resume: {str(out)!r} has no finished checkpoint yet; start the run again "
+                           "without --resume.")  # fmt: skip
+    trainable, training, state = load_checkpoint(found[-1])
+    policy.load_trainable_state(trainable)
+    optimizer.load_state_dict(training["optimizer"])
+    scheduler.load_state_dict(training["scheduler"])
+    controller.load_state_dict(state["controller"])
+    set_rng_state(training["rng"])
+    step = int(state["step"])
+    if metrics.enabled and metrics.path.is_file():  # the steps after the checkpoint are run again: drop their lines
+        kept = [r for r in read_metrics(metrics.path) if r.get("step", 0) <= step]
+        write_text_atomic(metrics.path, "".join(json.dumps(r) + "\n" for r in kept))
+    return step, int(state.get("skipped_steps", 0))
+
+
+def _save_final(out: Path, policy: PolicyWithValueHead) -> None:
+    from safetensors.torch import save_file
+
+    save_adapter(policy.model, policy.tokenizer, out / "adapter", policy.source, {"trained_by": "rlhfkit ppo"})
+    save_file({k: v.contiguous() for k, v in policy.value_head.state_dict().items()}, str(out / "value_head.safetensors"))
+    write_json_atomic(out / "final.json", {"adapter": str(out / "adapter"), "value_head": str(out / "value_head.safetensors")})
+
+
+def _show_samples(samples: list[dict[str, Any]], step: int, out: Path, progress: bool) -> None:
+    with open(out / "samples.jsonl", "a", encoding="utf-8") as f:
+        for s in samples:
+            f.write(json.dumps({"step": step, **s}) + "\n")
+    if not progress:
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"samples at step {step}", show_lines=True)
+    table.add_column("prompt (end)", ratio=2)
+    table.add_column("response", ratio=2)
+    table.add_column("score", justify="right")
+    for s in samples:
+        table.add_row("…" + s["prompt"][-120:], s["response"], f"{s['score']:.3f}")
+    Console(stderr=True).print(table)
+

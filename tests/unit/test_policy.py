@@ -1,0 +1,116 @@
+"""Policy + value head + reference: the invariants PPO's correctness rests on."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rlhfkit.config import GenerationConfig, LoraConfig, ModelConfig
+from rlhfkit.errors import RlhfkitError
+from rlhfkit.models.loading import load_base_model
+from rlhfkit.models.lora import attach_lora, save_adapter
+from rlhfkit.models.policy import build_policy
+from rlhfkit.rollout.generation import generate
+
+PROMPTS = [
+    "Summarize the following conversation.\n\n#Person1#: I lost my wallet on the bus.\n#Person2#: Oh no!\n\nSummary: ",
+    "Summarize: #Person1#: Hi.\n\nSummary: ",
+    "Summarize: #Person1#: Can I book a table for four on Friday?\n#Person2#: Sure.\n\nSummary: ",
+]
+GEN = GenerationConfig(max_new_tokens=12, temperature=0.7)
+
+
+@pytest.fixture(scope="module")
+def sft_adapters(tmp_path_factory):
+    """A non-trivial 'SFT' adapter per architecture (random LoRA weights), to start PPO from."""
+    folders = {}
+    for preset in ("tiny-t5", "tiny-llama"):
+        loaded = attach_lora(load_base_model(ModelConfig(name_or_path=f"preset:{preset}")), LoraConfig())
+        torch.manual_seed(0)
+        with torch.no_grad():
+            for name, p in loaded.model.named_parameters():
+                if "lora_B" in name:
+                    p.normal_(0, 0.3)
+        folder = tmp_path_factory.mktemp(f"sft-{preset}")
+        save_adapter(loaded.model, loaded.tokenizer, folder, loaded.source)
+        folders[preset] = str(folder)
+    return folders
+
+
+def _rollout(policy):
+    return generate(policy.model, policy.tokenizer, PROMPTS, GEN, policy.is_encoder_decoder, seed=0, collect=True)
+
+
+@pytest.mark.parametrize("preset", ["tiny-t5", "tiny-llama"])
+@pytest.mark.parametrize("reference", ["adapter", "copy", "sft-adapter", "sft-copy"])
+def test_kl_to_reference_is_zero_before_the_first_update(preset, reference, sft_adapters):
+    sft = sft_adapters[preset] if reference.startswith("sft") else None
+    policy = build_policy(ModelConfig(name_or_path=f"preset:{preset}"), LoraConfig(dropout=0.5),
+                          reference=reference.removeprefix("sft-"), sft_adapter=sft)  # fmt: skip
+    policy.train()  # the rollout and reference passes must switch dropout (here p=0.5 on LoRA) off themselves
+    out = _rollout(policy)
+    mask = out.response_mask
+    ref = policy.reference_logprobs(out.prompt_ids, out.prompt_mask, out.response_ids, GEN.temperature)
+    with torch.no_grad(), torch.autocast("cpu", enabled=False):
+        policy.eval()
+        own = policy.score(out.prompt_ids, out.prompt_mask, out.response_ids, GEN.temperature).logprobs
+    assert ((own - ref) * mask).abs().max().item() < 1e-6
+    # the generation pass's log-probs agree with the teacher-forced pass (KV cache vs full forward)
+    assert ((out.logprobs - own) * mask).abs().max().item() < 1e-4
+
+
+def test_reference_is_the_sft_model_not_the_raw_base(sft_adapters):
+    cfg = ModelConfig(name_or_path="preset:tiny-t5")
+    from_sft = build_policy(cfg, LoraConfig(), sft_adapter=sft_adapters["tiny-t5"])
+    raw = build_policy(cfg, LoraConfig())
+    out = _rollout(from_sft)
+    args = (out.prompt_ids, out.prompt_mask, out.response_ids, GEN.temperature)
+    assert not torch.allclose(from_sft.reference_logprobs(*args), raw.reference_logprobs(*args), atol=1e-3)
+
+
+def test_reference_stays_frozen_while_the_adapter_trains():
+    policy = build_policy(ModelConfig(name_or_path="preset:tiny-llama"), LoraConfig())
+    out = _rollout(policy)
+    args = (out.prompt_ids, out.prompt_mask, out.response_ids, GEN.temperature)
+    before = policy.reference_logprobs(*args)
+    with torch.no_grad():
+        for name, p in policy.named_parameters():
+            if "lora_B" in name:
+                p.add_(0.5)
+    assert torch.equal(policy.reference_logprobs(*args), before)
+    own = policy.score(*args).logprobs.detach()
+    assert ((own - before) * out.response_mask).abs().max() > 1e-3  # while the policy itself moved
+
+
+def test_value_head_starts_at_zero_and_values_line_up_with_generation():
+    policy = build_policy(ModelConfig(name_or_path="preset:tiny-t5"), LoraConfig())
+    out = _rollout(policy)
+    assert torch.count_nonzero(policy.values_from_hidden(out.last_hidden)) == 0
+    with torch.no_grad():
+        policy.value_head.weight.normal_()
+    policy.eval()
+    with torch.no_grad():
+        tf = policy.score(out.prompt_ids, out.prompt_mask, out.response_ids, GEN.temperature).values
+    gen_values = policy.values_from_hidden(out.last_hidden)
+    assert ((tf - gen_values) * out.response_mask).abs().max() < 1e-3
+    assert tf.shape == out.response_ids.shape
+
+
+def test_trainable_state_round_trip_and_mismatch():
+    cfg = ModelConfig(name_or_path="preset:tiny-t5")
+    a, b = build_policy(cfg, LoraConfig()), build_policy(cfg, LoraConfig())
+    with torch.no_grad():
+        for p in a.parameters():
+            if p.requires_grad:
+                p.normal_()
+    b.load_trainable_state(a.trainable_state())
+    assert all(torch.equal(x, y) for x, y in zip(a.trainable_state().values(), b.trainable_state().values()))
+    assert "value_head.weight" in a.trainable_state()
+    other = build_policy(cfg, LoraConfig(r=8))
+    with pytest.raises(RlhfkitError, match="shape"):
+        other.load_trainable_state(a.trainable_state())
+
+
+def test_lora_adapter_path_is_refused_for_ppo(sft_adapters):
+    with pytest.raises(RlhfkitError, match="ppo.sft_adapter"):
+        build_policy(ModelConfig(name_or_path="preset:tiny-t5"), LoraConfig(adapter_path=sft_adapters["tiny-t5"]))
