@@ -1,18 +1,39 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs beyond the Python package itself:
-#  - Debian's chromium + chromium-driver for the real-browser tests of the labeling app.
-# On CI (CI=true) a failed install is an error, so the browser tests never skip silently there.
+#  - Debian's chromium + chromium-driver for the real-browser tests of the labeling app;
+#  - Debian's postgresql server, which the feedback store tests start (initdb + pg_ctl) and run against.
+# On CI (CI=true) a failed install is an error, so those tests never skip silently there.
 set -euo pipefail
 python_bin=${1:-.venv/bin/python}
 
+have_postgres() {
+  ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1
+}
+
+missing=()
 if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  missing+=(chromium chromium-driver)
+fi
+if ! have_postgres; then
+  missing+=(postgresql)
+fi
+
+if [ "${#missing[@]}" -gt 0 ]; then
   if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
-    echo "installing chromium + chromium-driver (Debian packages) for the browser tests"
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) || {
-      echo "could not install chromium; browser tests will be skipped" >&2
+    echo "installing ${missing[*]} (Debian packages) for the browser and PostgreSQL tests"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null) || {
+      echo "could not install ${missing[*]}; the browser / PostgreSQL tests will be skipped" >&2
       [ "${CI:-}" = "true" ] && exit 1
     }
   else
-    echo "chromium/chromedriver not found and cannot apt-get install them; browser tests will be skipped" >&2
+    echo "${missing[*]} not found and cannot apt-get install them; the browser / PostgreSQL tests will be skipped" >&2
+    [ "${CI:-}" = "true" ] && exit 1
   fi
 fi
+
+# The PostgreSQL tests start their own throw-away server; a cluster the package may have started is not used.
+"$python_bin" -c "import psycopg, selenium" >/dev/null 2>&1 || {
+  echo "psycopg or selenium is missing from $python_bin; install the package with its feedback and dev extras" >&2
+  [ "${CI:-}" = "true" ] && exit 1
+}
+exit 0

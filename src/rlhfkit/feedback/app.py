@@ -88,7 +88,7 @@ SECURITY_HEADERS = (
     ("cache-control", "no-store"),
 )
 
-ClientId = Annotated[str, Form(min_length=8, max_length=100, pattern=r"^[A-Za-z0-9._:@+-]+$")]
+ClientId = Annotated[str, Form(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._:@+-]+$")]
 CsrfField = Annotated[str, Form(alias="csrf_token", max_length=200)]
 # Bounded so an absurd id is a validation error (422), not an integer overflow inside the driver.
 ItemId = Annotated[int, Form(ge=1, le=2**62)]

@@ -38,7 +38,7 @@ STRENGTH_MARGINS = {1: 1.0, 2: 2.0, 3: 3.0}
 """TRL margin exported for each strength level."""
 STRENGTH_NAMES = {level: name for name, level in STRENGTHS.items()}
 
-_CLIENT_ID = re.compile(r"^[A-Za-z0-9._:@+-]{8,100}$")
+_CLIENT_ID = re.compile(r"^[A-Za-z0-9._:@+-]{1,100}$")
 
 
 class LabelingError(RlhfkitError):
@@ -192,7 +192,7 @@ def validate_answer(answer: Answer, question_type: str, max_comment_chars: int =
 
 def _check_client_id(client_id: str) -> None:
     if not isinstance(client_id, str) or not _CLIENT_ID.match(client_id):
-        raise InvalidAnswerError("the client id must be 8-100 characters of letters, digits and . _ : @ + -")
+        raise InvalidAnswerError("the client id must be 1-100 characters of letters, digits and . _ : @ + -")
 
 
 # ------------------------------------------------------------------------------------------ queries
@@ -495,13 +495,14 @@ def progress(store: FeedbackStore, annotator_id: int) -> Progress:
     overlap = store.project.overlap
 
     def work(session: Session) -> Progress:
-        own = session.execute(
-            select(Label.choice == SKIP, func.count())
+        by_choice = session.execute(
+            select(Label.choice, func.count())
             .outerjoin(Retraction, Retraction.label_id == Label.id)
             .where(Retraction.id.is_(None), Label.annotator_id == annotator_id)
-            .group_by(Label.choice == SKIP)
+            .group_by(Label.choice)
         ).all()
-        by_kind = {bool(is_skip): count for is_skip, count in own}
+        skipped = sum(count for choice, count in by_choice if choice == SKIP)
+        done = sum(count for choice, count in by_choice if choice != SKIP)
         counts = _live_counts()
         n = func.coalesce(counts.c.n, 0)
         total = session.scalar(select(func.count()).select_from(Item)) or 0
@@ -516,8 +517,8 @@ def progress(store: FeedbackStore, annotator_id: int) -> Progress:
             or 0
         )
         return Progress(
-            done=by_kind.get(False, 0),
-            skipped=by_kind.get(True, 0),
+            done=done,
+            skipped=skipped,
             remaining=remaining,
             total_items=total,
             retired_items=retired,
