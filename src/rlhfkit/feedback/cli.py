@@ -19,6 +19,7 @@ from rlhfkit.feedback.formats import IMPORT_FORMATS
 from rlhfkit.feedback.store import FeedbackStore
 
 STORE_ENV = "RLHFKIT_FEEDBACK_STORE"
+_DEFAULTS = FeedbackConfig()
 
 _STORE_HELP = (
     "the feedback store: a file path (SQLite) or a database URL such as "
@@ -74,16 +75,16 @@ def register(
     add_store_argument(p)
     p.add_argument(
         "--question",
-        default="pairwise",
+        default=_DEFAULTS.question_type,
         metavar="TYPE",
-        help=f"what annotators answer: {' or '.join(QUESTION_TYPES)} "
-        "(pairwise: which of two responses is better; binary: is one response good). Default: pairwise",
+        help=f"what annotators answer: {' or '.join(QUESTION_TYPES)} (pairwise: which of two responses is "
+        f"better; binary: is one response good). Default: {_DEFAULTS.question_type}",
     )
     p.add_argument(
         "--overlap",
         type=int,
-        default=3,
-        help="different annotators per item before it is retired (default 3)",
+        default=_DEFAULTS.overlap,
+        help=f"different annotators per item before it is retired (default {_DEFAULTS.overlap})",
     )
     p.add_argument("--name", help="project name shown in the app (default: the file or database name)")
     p.set_defaults(func=_cmd_init)
@@ -107,12 +108,19 @@ def register(
         "your network in, bind 0.0.0.0 behind an HTTPS proxy and pass --secure-cookies.",
     )
     add_store_argument(p)
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    p.add_argument("--host", default=_DEFAULTS.host, help=f"address to bind (default {_DEFAULTS.host})")
+    p.add_argument(
+        "--port", type=int, default=_DEFAULTS.port, help=f"port to listen on (default {_DEFAULTS.port})"
+    )
     p.add_argument(
         "--secure-cookies", action="store_true", help="mark cookies Secure (when served over HTTPS)"
     )
-    p.add_argument("--session-hours", type=float, default=12.0, help="how long a login lasts (default 12)")
+    p.add_argument(
+        "--session-hours",
+        type=float,
+        default=_DEFAULTS.session_hours,
+        help=f"how long a login lasts, in hours (default {_DEFAULTS.session_hours:g})",
+    )
     p.set_defaults(func=_cmd_serve)
 
     p = commands.add_parser(

@@ -73,16 +73,7 @@ def import_file(
         items = [NewItem(prompt=r.prompt, candidates=(r.completion,)) for r in records]
     else:
         records = list(read_pairs(path, fmt))
-        items = [
-            NewItem(
-                prompt=r.prompt,
-                candidates=(r.chosen, r.rejected),
-                sources=(r.chosen_source, r.rejected_source)
-                if (r.chosen_source or r.rejected_source)
-                else (),
-            )
-            for r in records
-        ]
+        items = [_pair_item(r) for r in records]
     for record, item in zip(records, items):
         validate_item(item, 2 if wanted == "pairwise" else 1, f"{path}:{record.line}")
 
@@ -147,6 +138,20 @@ def _in_chunks(session: Session, key_column, value_column, keys: list) -> dict:
             (k, v) for k, v in session.execute(select(key_column, value_column).where(key_column.in_(chunk)))
         )
     return found
+
+
+def _pair_item(pair: PreferencePair) -> NewItem:
+    """The comparison of a pair, its two candidates stored in an order that does not reveal the preference.
+
+    A file lists the chosen response first; storing it first every time would make every imported
+    label answer "first", and chance-corrected agreement on such one-sided answers is meaningless. The
+    order is a function of the content, so re-importing finds the same item.
+    """
+    texts = (pair.chosen, pair.rejected)
+    sources = (pair.chosen_source, pair.rejected_source)
+    if int(NewItem(prompt=pair.prompt, candidates=texts).content_key[:8], 16) % 2:
+        texts, sources = texts[::-1], sources[::-1]
+    return NewItem(prompt=pair.prompt, candidates=texts, sources=sources if any(sources) else ())
 
 
 def _client_id(annotator: str, content_key: str) -> str:

@@ -193,13 +193,18 @@ class FeedbackStore:
         cls,
         target: str | Path,
         *,
-        question_type: str = "pairwise",
-        overlap: int = 3,
+        question_type: str | None = None,
+        overlap: int | None = None,
         name: str | None = None,
         config: FeedbackConfig | None = None,
     ) -> FeedbackStore:
-        """Create a new feedback project at a SQLite path or a database URL; refuse to overwrite one."""
+        """Create a new feedback project at a SQLite path or a database URL; refuse to overwrite one.
+
+        ``question_type`` and ``overlap`` default to the config's (``pairwise``, 3).
+        """
         config = config or FeedbackConfig()
+        question_type = config.question_type if question_type is None else question_type
+        overlap = config.overlap if overlap is None else overlap
         if question_type not in QUESTION_TYPES:
             raise StoreError(
                 f"unknown question type {question_type!r}; choose one of {', '.join(QUESTION_TYPES)}"
