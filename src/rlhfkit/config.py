@@ -33,7 +33,7 @@ from rlhfkit.io import write_text_atomic
 # The course lab's prompt: the instruction, the dialogue, then a cue for the summary.
 DEFAULT_TEMPLATE = "Summarize the following conversation.\n\n{dialogue}\n\nSummary: "
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 @dataclass(frozen=True)
@@ -44,8 +44,8 @@ class RunConfig:
     """Seed for model initialisation, data order and sampling (each process adds its rank)."""
     device: str = "auto"
     """'auto' (CUDA when available, else CPU), 'cpu' or 'cuda'."""
-    precision: str = "fp32"
-    """Compute precision: fp32, bf16 (autocast, fp32 master weights) or fp16."""
+    precision: str = "auto"
+    """auto (bf16 where the CPU/GPU supports it, else fp32), fp32, bf16 (autocast, fp32 master weights) or fp16."""
     num_threads: int = 0
     """CPU threads for torch (0 = torch's default)."""
 
@@ -216,6 +216,8 @@ class PPOConfig:
     """Stop the step's remaining updates once approx-KL(old, new) exceeds this (null = never)."""
     sft_adapter: Optional[str] = None
     """SFT adapter folder to start from; it is merged into the base and becomes the reference."""
+    rollout_logprobs: str = "auto"
+    """Old log-probs/values from the 'generation' pass or a teacher-forced 'recompute'; auto: recompute below fp32."""
     reference: str = "adapter"
     """Reference policy: 'adapter' (same weights, RL adapter disabled) or 'copy' (a frozen deep copy)."""
     min_new_tokens: Optional[int] = None
@@ -343,6 +345,8 @@ def _ppo_problems(ppo: PPOConfig, gen: GenerationConfig) -> list[str]:
         p.append("ppo.kl_coef must be >= 0, ppo.kl_target and ppo.kl_horizon > 0")
     if ppo.target_approx_kl is not None and ppo.target_approx_kl <= 0:
         p.append("ppo.target_approx_kl must be > 0 or null")
+    if ppo.rollout_logprobs not in ("auto", "generation", "recompute"):
+        p.append(f"ppo.rollout_logprobs must be auto, generation or recompute, got {ppo.rollout_logprobs!r}")
     if ppo.reference not in ("adapter", "copy"):
         p.append(f"ppo.reference must be 'adapter' or 'copy', got {ppo.reference!r}")
     lo = gen.min_new_tokens if ppo.min_new_tokens is None else ppo.min_new_tokens

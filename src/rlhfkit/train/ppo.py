@@ -136,16 +136,41 @@ def sample_response_length(ppo: PPOConfig, cfg: Config, seed: int, step: int) ->
     return int(torch.randint(lo, hi + 1, (1,), generator=g))
 
 
-def generate_rollout(policy: PolicyWithValueHead, prompts: list[str], cfg: Config, max_new_tokens: int,
-                     seed: int) -> Rollout:  # fmt: skip
-    """Stage 1: sample responses with dropout off; keep old log-probs and values from the same pass."""
+def generate_rollout(policy: PolicyWithValueHead, prompts: list[str], cfg: Config, max_new_tokens: int, seed: int,
+                     recompute: bool, device: torch.device) -> Rollout:  # fmt: skip
+    """Stage 1: sample responses with dropout off, with their old log-probs and values.
+
+    By default these come from the generation pass itself (its per-step logits and hidden states), which in
+    fp32 agree with a teacher-forced pass to ~1e-6. Under bf16 the cached incremental pass rounds differently
+    (~4e-3 per token), so ``recompute`` runs the same teacher-forced pass the reference uses instead.
+    """
     g = generate(policy.model, policy.tokenizer, prompts, cfg.generation, policy.is_encoder_decoder,
-                 do_sample=True, max_new_tokens=max_new_tokens, seed=seed, collect=True)  # fmt: skip
-    with torch.no_grad():
-        values = policy.values_from_hidden(g.last_hidden.to(policy.value_head.weight.device)).cpu()
-    return Rollout(prompts=list(prompts), responses=g.texts, prompt_ids=g.prompt_ids, prompt_mask=g.prompt_mask,
-                   response_ids=g.response_ids, mask=g.response_mask, ended=g.ended,
-                   old_logprobs=g.logprobs * g.response_mask, values=values * g.response_mask)  # fmt: skip
+                 do_sample=True, max_new_tokens=max_new_tokens, seed=seed, collect=not recompute)  # fmt: skip
+    rollout = Rollout(prompts=list(prompts), responses=g.texts, prompt_ids=g.prompt_ids, prompt_mask=g.prompt_mask,
+                      response_ids=g.response_ids, mask=g.response_mask, ended=g.ended,
+                      old_logprobs=torch.zeros_like(g.response_mask), values=torch.zeros_like(g.response_mask))  # fmt: skip
+    if recompute:
+        logprobs, values = _teacher_forced_old(policy, rollout, cfg.generation.temperature, device, cfg.ppo.mini_batch_size)
+    else:
+        with torch.no_grad():
+            values = policy.values_from_hidden(g.last_hidden.to(device)).float().cpu()
+        logprobs = g.logprobs
+    rollout.old_logprobs, rollout.values = logprobs * rollout.mask, values * rollout.mask
+    return rollout
+
+
+@torch.no_grad()
+def _teacher_forced_old(policy: PolicyWithValueHead, rollout: Rollout, temperature: float, device: torch.device,
+                        chunk: int) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    logprobs, values = [], []
+    with evaluation_mode(policy):
+        for i in range(0, len(rollout.prompts), chunk):
+            p, pm, r = _device_batch(rollout, slice(i, i + chunk), device)
+            out = policy.score(p, pm, r, temperature)
+            logprobs.append(out.logprobs.float().cpu())
+            values.append(out.values.float().cpu())
+    width = rollout.mask.shape[1]
+    return _cat_padded(logprobs, width), _cat_padded(values, width)
 
 
 def score_rollout(reward: Any, rollout: Rollout, ppo: PPOConfig) -> int:
@@ -419,8 +444,12 @@ def ppo_step(policy: PolicyWithValueHead, model: Any, optimizer: Any, scheduler:
 
     prompts = stream.batch(step)
     max_new = sample_response_length(ppo, cfg, seed, step)
+    recompute = ppo.rollout_logprobs == "recompute" or (
+        ppo.rollout_logprobs == "auto" and accelerator.mixed_precision != "no"
+    )
     with accelerator.autocast():
-        rollout = timed("generate", lambda: generate_rollout(policy, prompts, cfg, max_new, derived_seed(seed, step, "generate")))  # noqa: E501
+        rollout = timed("generate", lambda: generate_rollout(policy, prompts, cfg, max_new, derived_seed(seed, step, "generate"),  # noqa: E501
+                                                             recompute, accelerator.device))  # fmt: skip
     nonfinite = timed("score", lambda: score_rollout(reward, rollout, ppo))
     beta = float(controller.value)
     if nonfinite:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from pathlib import Path
 
 import torch
 
@@ -27,6 +28,24 @@ def quiet_libraries() -> None:
     transformers.utils.logging.set_verbosity_error()
 
 
+def cpu_supports_bf16() -> bool:
+    """True when the CPU has native bf16 matrix instructions (AVX512-BF16 or AMX), read from /proc/cpuinfo."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, cpu: bool) -> str:
+    """'auto' → bf16 where the hardware runs it natively (on a CPU: AVX512-BF16/AMX; a GPU: Ampere or newer), else fp32."""
+    if precision != "auto":
+        return precision
+    if cpu:
+        return "bf16" if cpu_supports_bf16() else "fp32"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+
+
 def make_accelerator(run: RunConfig, gradient_accumulation_steps: int = 1, log_with: str | None = None,
                      project_dir: str | os.PathLike | None = None):  # fmt: skip
     """An Accelerator for ``run``; each process seeds itself with seed + rank (DESIGN, PPO detail 9).
@@ -41,7 +60,8 @@ def make_accelerator(run: RunConfig, gradient_accumulation_steps: int = 1, log_w
     cpu = run.device == "cpu" or (run.device == "auto" and not torch.cuda.is_available())
     if run.device.startswith("cuda") and not torch.cuda.is_available():
         raise RlhfkitError(f"run.device={run.device!r} but no CUDA device is available; use run.device=cpu or auto.")
-    if run.precision == "fp16" and cpu:
+    precision = resolve_precision(run.precision, cpu)
+    if precision == "fp16" and cpu:
         raise RlhfkitError("run.precision=fp16 needs a GPU; on a CPU use bf16 (where supported) or fp32.")
     if log_with == "tensorboard":
         try:
@@ -51,7 +71,7 @@ def make_accelerator(run: RunConfig, gradient_accumulation_steps: int = 1, log_w
                                "'rlhfkit[tracking]', or set ppo.tensorboard=false.") from None  # fmt: skip
     accelerator = Accelerator(
         cpu=cpu,
-        mixed_precision=_PRECISION_TO_ACCELERATE[run.precision],
+        mixed_precision=_PRECISION_TO_ACCELERATE[precision],
         gradient_accumulation_steps=gradient_accumulation_steps,
         log_with=log_with,
         project_dir=str(project_dir) if project_dir is not None else None,

@@ -1,0 +1,181 @@
+"""PPO step benchmark: rlhfkit vs the course lab's stack (TRL 0.11.4 legacy PPOTrainer), same machine, one run.
+
+Configuration (the issue's): FLAN-T5-small- and -base-shaped presets (random weights, real shapes), LoRA r=32
+alpha=32 on q and v, batch 16, mini-batch 4, 1 PPO epoch, prompts of exactly 128 tokens, exactly 32 new
+tokens, 2 threads. Every variant runs in its own process (so peak RSS is its own) and reports the mean of the
+timed steps after one warm-up step:
+
+* rlhfkit fp32 and rlhfkit bf16 (autocast, fp32 master weights)
+* TRL 0.11.4 with batched generation (all 16 prompts in one generate call), fp32
+* TRL 0.11.4 with the lab's loop: one generate call per prompt, fp32
+
+TRL runs in its own virtualenv (bench/.venv-trl011: trl==0.11.4, transformers==4.46.3, peft==0.13.2,
+accelerate==1.0.1, datasets==3.0.2, rich, torch==2.13.0), created by ``--setup-trl`` (torch installed first).
+
+    .venv/bin/python bench/ppo_step.py --setup-trl          # once
+    .venv/bin/python bench/ppo_step.py                      # both presets, all variants
+    .venv/bin/python bench/ppo_step.py --presets flan-t5-small-shape --steps 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+TRL_VENV = HERE / ".venv-trl011"
+TRL_PACKAGES = ["trl==0.11.4", "transformers==4.46.3", "peft==0.13.2", "accelerate==1.0.1", "datasets==3.0.2", "rich"]
+PROMPT_TOKENS, NEW_TOKENS, BATCH, MINI_BATCH, THREADS = 128, 32, 16, 4, 2
+
+
+def setup_trl_venv() -> None:
+    """Create the TRL 0.11.4 virtualenv; torch is pinned and installed first (an open range pulls CUDA wheels)."""
+    if not (TRL_VENV / "bin" / "python").exists():
+        subprocess.run([sys.executable, "-m", "venv", str(TRL_VENV)], check=True)
+    pip = [str(TRL_VENV / "bin" / "python"), "-m", "pip", "install", "--quiet"]
+    subprocess.run([*pip, "torch==2.13.0"], check=True)
+    subprocess.run([*pip, *TRL_PACKAGES], check=True)
+
+
+def make_prompts(preset_dir: str, n: int = BATCH) -> list[str]:
+    """``n`` prompt texts that tokenize to exactly PROMPT_TOKENS tokens (EOS included) with the preset tokenizer."""
+    from transformers import AutoTokenizer
+
+    from rlhfkit.data.synthetic import generate_corpus
+
+    tok = AutoTokenizer.from_pretrained(preset_dir)
+    corpus = generate_corpus(400, 0.3, seed=7)
+    prompts: list[str] = []
+    for i in range(0, len(corpus) - 3, 3):
+        text = "Summarize the following conversation.\n\n" + "\n".join(e.dialogue for e in corpus[i : i + 3])
+        ids = tok(text, add_special_tokens=False)["input_ids"][: PROMPT_TOKENS - 1]
+        candidate = tok.decode(ids)
+        if len(tok(candidate)["input_ids"]) == PROMPT_TOKENS:  # byte-level BPE round trips almost always
+            prompts.append(candidate)
+        if len(prompts) == n:
+            return prompts
+    raise RuntimeError("could not build enough 128-token prompts")
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def lexicon_scores(responses: list[str]) -> list[float]:
+    from rlhfkit.data.lexicon import LexiconJudge
+
+    judge = LexiconJudge()
+    return [-float(judge.count(r)) for r in responses]
+
+
+# --------------------------------------------------------------------------------------------------
+# rlhfkit worker
+
+
+def run_rlhfkit(preset: str, precision: str, steps: int) -> dict:
+    import torch
+
+    from rlhfkit.config import load_config, replace
+    from rlhfkit.models.presets import ensure_preset
+    from rlhfkit.rewards.simple import CallableReward
+    from rlhfkit.train.ppo import run_ppo
+
+    torch.set_num_threads(THREADS)
+    preset_dir = str(ensure_preset(preset))
+    work = Path(tempfile.mkdtemp(prefix="bench-ppo-"))
+    data = work / "prompts.jsonl"
+    data.write_text("".join(json.dumps({"dialogue": p, "summary": ""}) + "\n" for p in make_prompts(preset_dir)))
+    cfg = load_config([], [
+        f"model.name_or_path={preset_dir}", f"data.source={data}", "data.template={dialogue}", "data.min_chars=0",
+        "data.max_chars=100000", "data.test_size=0.01", f"run.precision={precision}", f"run.num_threads={THREADS}",
+        f"ppo.steps={steps + 1}", f"ppo.batch_size={BATCH}", f"ppo.mini_batch_size={MINI_BATCH}",
+        f"ppo.micro_batch_size={MINI_BATCH}", "ppo.ppo_epochs=1", f"ppo.min_new_tokens={NEW_TOKENS}",
+        f"ppo.max_new_tokens={NEW_TOKENS}", f"generation.min_new_tokens={NEW_TOKENS}",
+        f"generation.max_new_tokens={NEW_TOKENS}", f"generation.batch_size={BATCH}", "ppo.tensorboard=false",
+        "ppo.sample_every=0", "ppo.save_every=0", "generation.max_prompt_tokens=256",
+    ])  # fmt: skip
+    cfg = replace(cfg, **{"run.output_dir": str(work / "run"), "data.max_train_examples": BATCH})
+    history = run_ppo(cfg, reward=CallableReward(lambda p, r: lexicon_scores(r)), progress=False).history
+    timed = history[1:]  # step 1 warms up allocators and kernels
+
+    def mean(key: str) -> float:
+        return sum(h[key] for h in timed) / len(timed)
+
+    return {"generate": mean("time/generate"), "score": mean("time/score"), "reference": mean("time/reference"),
+            "update": mean("time/update") + mean("time/advantages"), "step": mean("time/step"),
+            "peak_rss_mib": peak_rss_mib(), "response_tokens": mean("response/length_mean")}  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------------
+# orchestration
+
+
+def _worker(args: list[str], python: str = sys.executable) -> dict:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(THREADS), "TOKENIZERS_PARALLELISM": "false"}
+    done = subprocess.run([python, *args], capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(f"worker {' '.join(args[:3])} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--presets", nargs="+", default=["flan-t5-small-shape", "flan-t5-base-shape"])
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per variant (after one warm-up step)")
+    parser.add_argument("--setup-trl", action="store_true", help="create the TRL 0.11.4 virtualenv and exit")
+    parser.add_argument("--skip-trl", action="store_true", help="time rlhfkit only")
+    parser.add_argument("--worker", nargs=3, metavar=("KIND", "PRESET", "VARIANT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.setup_trl:
+        setup_trl_venv()
+        return
+    if args.worker:
+        kind, preset, variant = args.worker
+        print(json.dumps(run_rlhfkit(preset, variant, args.steps)))
+        return
+    from rlhfkit.models.presets import ensure_preset
+
+    trl_python = TRL_VENV / "bin" / "python"
+    if not args.skip_trl and not trl_python.exists():
+        sys.exit("TRL 0.11.4's virtualenv is missing: run `python bench/ppo_step.py --setup-trl` first (or --skip-trl).")
+    print(f"PPO step, batch {BATCH}, mini-batch {MINI_BATCH}, 1 epoch, {PROMPT_TOKENS}-token prompts, exactly "
+          f"{NEW_TOKENS} new tokens, {THREADS} threads; mean of {args.steps} steps after a warm-up step\n")  # fmt: skip
+    header = f"{'preset':22s} {'variant':26s} {'generate':>9s} {'score':>7s} {'reference':>9s} {'update':>8s} {'step s':>8s} {'peak RSS':>10s}"  # noqa: E501
+    for preset in args.presets:
+        preset_dir = str(ensure_preset(preset))
+        results: dict[str, dict] = {}
+        for precision in ("fp32", "bf16"):
+            t0 = time.perf_counter()
+            results[f"rlhfkit {precision}"] = _worker([__file__, "--steps", str(args.steps), "--worker", "rlhfkit", preset, precision])  # noqa: E501
+            print(f"  measured rlhfkit {precision} on {preset} in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+        if not args.skip_trl:
+            prompts_file = Path(tempfile.mkdtemp(prefix="bench-trl-")) / "prompts.json"
+            prompts_file.write_text(json.dumps(make_prompts(preset_dir)))
+            for mode in ("batched", "lab"):
+                results[f"TRL 0.11.4 {mode} fp32"] = _worker(
+                    [str(HERE / "trl011_ppo_worker.py"), preset_dir, str(prompts_file), mode, str(args.steps)],
+                    python=str(trl_python),
+                )
+        print(header)
+        for name, r in results.items():
+            print(f"{preset:22s} {name:26s} {r['generate']:9.2f} {r['score']:7.3f} {r['reference']:9.2f} "
+                  f"{r['update']:8.2f} {r['step']:8.2f} {r['peak_rss_mib']:8.0f} MiB")  # fmt: skip
+        if not args.skip_trl:
+            ours32, ours16 = results["rlhfkit fp32"], results["rlhfkit bf16"]
+            trl_b, trl_lab = results["TRL 0.11.4 batched fp32"], results["TRL 0.11.4 lab fp32"]
+            print(f"  speed-up fp32 vs TRL batched: {trl_b['step'] / ours32['step']:.2f}x (target >= 2)")
+            print(f"  speed-up fp32 vs the lab's loop: {trl_lab['step'] / ours32['step']:.2f}x (target >= 6)")
+            print(f"  speed-up bf16 vs TRL batched: {trl_b['step'] / ours16['step']:.2f}x (target >= 3)")
+            print(f"  peak RSS fp32 / TRL batched: {ours32['peak_rss_mib'] / trl_b['peak_rss_mib']:.2f} (target <= 0.6)")
+        print()
+
+
+if __name__ == "__main__":
+    main()
