@@ -141,6 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("-n", type=int, default=2, help="number of examples to print (default: 2)")
     p.set_defaults(func=_cmd_data)
+
+    from rlhfkit.feedback.cli import register as register_feedback
+    from rlhfkit.feedback.generate import add_generate_command
+
+    register_feedback(sub, extra_commands=[add_generate_command])
     return parser
 
 

@@ -423,7 +423,7 @@ def run_ppo(cfg: Config, reward: Any = None, resume: bool = False, progress: boo
                 _save(out, step + 1, policy, optimizer, scheduler, controller, skipped, ppo.keep_checkpoints)
     if main:
         _save(out, ppo.steps, policy, optimizer, scheduler, controller, skipped, ppo.keep_checkpoints)
-        _save_final(out, policy)
+        _save_final(out, policy, ppo.sft_adapter)
     if ppo.tensorboard and main:
         accelerator.end_training()
     accelerator.wait_for_everyone()
@@ -505,10 +505,12 @@ def _restore(out: Path, policy: PolicyWithValueHead, optimizer: Any, scheduler: 
     return step, int(state.get("skipped_steps", 0))
 
 
-def _save_final(out: Path, policy: PolicyWithValueHead) -> None:
+def _save_final(out: Path, policy: PolicyWithValueHead, sft_adapter: str | None) -> None:
     from safetensors.torch import save_file
 
-    save_adapter(policy.model, policy.tokenizer, out / "adapter", policy.source, {"trained_by": "rlhfkit ppo"})
+    # the RL adapter sits on the SFT adapter merged into the base: record it, so loaders rebuild that stack
+    meta = {"trained_by": "rlhfkit ppo", "sft_adapter": str(Path(sft_adapter).resolve()) if sft_adapter else None}
+    save_adapter(policy.model, policy.tokenizer, out / "adapter", policy.source, meta)
     save_file({k: v.contiguous() for k, v in policy.value_head.state_dict().items()}, str(out / "value_head.safetensors"))
     write_json_atomic(out / "final.json", {"adapter": str(out / "adapter"), "value_head": str(out / "value_head.safetensors")})
 
