@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rlhfkit.config import RunConfig
+from rlhfkit.config import PRECISIONS, RunConfig
 from rlhfkit.errors import ConfigError
 
 REWARD_KINDS = ("classifier", "reward_model", "callable", "lexicon", "length")
@@ -241,8 +241,8 @@ def _train_problems(cfg: RewardTrainConfig) -> list[str]:
     run, d, t, lora, norm = cfg.run, cfg.data, cfg.train, cfg.lora, cfg.normalize
     if run.device not in ("auto", "cpu", "cuda") and not run.device.startswith("cuda:"):
         p.append(f"run.device must be 'auto', 'cpu' or 'cuda[:N]', got {run.device!r}")
-    if run.precision not in ("fp32", "bf16", "fp16"):
-        p.append(f"run.precision must be fp32, bf16 or fp16, got {run.precision!r}")
+    if run.precision not in PRECISIONS:
+        p.append(f"run.precision must be one of {', '.join(PRECISIONS)}, got {run.precision!r}")
     if not cfg.backbone.name_or_path:
         p.append("backbone.name_or_path is empty: give a hub id, a folder, or backbone:NAME")
     if not d.train_files:
