@@ -167,3 +167,15 @@ def test_training_config_rules_are_checked_up_front():
     message = str(e.value)
     for needle in ("data.train_files is empty", "data.ties", "train.learning_rate", "data.test_size"):
         assert needle in message
+
+
+def test_a_decoder_only_backbone_scores_the_same_text_the_same_however_it_is_padded(tmp_path, tiny_llama_dir,
+                                                                                     synthetic_pair_files):  # fmt: skip
+    train, _ = synthetic_pair_files
+    result = run_reward_training(_cfg(tmp_path, train, None, f"backbone.name_or_path={tiny_llama_dir}",
+                                      "train.epochs=1", "data.test_size=0.2"), progress=False)  # fmt: skip
+    reward = build_reward(RewardConfig(rewards=[RewardSpec(kind="reward_model", path=str(result.output_dir),
+                                                           device="cpu", batch_size=8)]))  # fmt: skip
+    alone = reward(["Summarize: a chat."], ["Short."])[0]
+    padded = reward(["Summarize: a chat."] * 2, ["Short.", "A much longer response that forces padding. " * 5])[0]
+    assert alone == pytest.approx(padded, abs=1e-4)  # the score is read at the last real token, not at a pad

@@ -62,6 +62,7 @@ class ClassifierReward:
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda[:N]``.
         require_trained_head: refuse a checkpoint saved without a classification head (a bare encoder
             would give random scores).
+        pad_token: existing token to pad with when the classifier's tokenizer has none (Llama-based).
     """
 
     def __init__(
@@ -77,6 +78,7 @@ class ClassifierReward:
         trust_remote_code: bool = False,
         name: str | None = None,
         require_trained_head: bool = True,
+        pad_token: str | None = None,
     ) -> None:
         if output not in OUTPUTS:
             raise RlhfkitError(f"classifier reward output must be one of {', '.join(OUTPUTS)}, got {output!r}.")
@@ -89,7 +91,7 @@ class ClassifierReward:
         self.source, self.output, self.input, self.batch_size = source, output, input, batch_size
         self.device = pick_device(device)
         model, tokenizer = load_classifier(source, "reward classifier", revision=revision,
-                                           trust_remote_code=trust_remote_code)  # fmt: skip
+                                           trust_remote_code=trust_remote_code, pad_token=pad_token)  # fmt: skip
         if require_trained_head and not has_trained_classifier_head(model.config):
             raise RlhfkitError(
                 f"{source!r} was saved as {model.config.architectures or 'a bare model'}, without a trained "

@@ -49,6 +49,8 @@ class RewardSpec:
     """Where a model-based reward runs: auto, cpu, cuda[:N]."""
     revision: str | None = None
     """Hub revision of a classifier given by hub id."""
+    pad_token: str | None = None
+    """Existing token to pad with when a classifier's tokenizer has none (Llama-based classifiers)."""
     unit: str = "words"
     """Length reward: count words or characters."""
     weight: float = 1.0

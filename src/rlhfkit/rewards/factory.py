@@ -18,7 +18,7 @@ def _base_reward(spec: RewardSpec) -> Reward:
 
         return ClassifierReward(spec.path, label=spec.label, output=spec.output, input=spec.input,
                                 batch_size=spec.batch_size, max_length=spec.max_length, device=spec.device,
-                                revision=spec.revision, name=spec.name)  # fmt: skip
+                                revision=spec.revision, name=spec.name, pad_token=spec.pad_token)  # fmt: skip
     if spec.kind == "reward_model":
         from rlhfkit.rewards.reward_model import load_reward_model
 
