@@ -43,6 +43,24 @@ def _cmd_sft(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_ppo(args: argparse.Namespace) -> int:
+    from rlhfkit.config import replace
+    from rlhfkit.train.ppo import run_ppo
+
+    cfg = _load(args)
+    if args.sft_adapter:
+        cfg = replace(cfg, **{"ppo.sft_adapter": args.sft_adapter})
+    result = run_ppo(cfg, resume=args.resume, progress=not args.no_progress)
+    ran = [h for h in result.history if not h.get("skipped")]
+    if ran:
+        first, last = ran[0], ran[-1]
+        print(f"PPO steps {first['step']}..{last['step']}: mean score {first['score/mean']:.3f} -> "
+              f"{last['score/mean']:.3f}, KL(k1) {last['kl/k1']:.3f}, beta {last['kl/beta']:.3f}; "
+              f"{result.skipped_steps} step(s) skipped for non-finite scores")  # fmt: skip
+    print(f"adapter saved to {result.adapter_dir}; statistics in {result.output_dir / 'metrics.jsonl'}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from rlhfkit.demo import run_demo
 
@@ -111,6 +129,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", "-o", help="where to write outputs (overrides run.output_dir)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=_cmd_sft)
+
+    p = sub.add_parser("ppo", help="PPO with a KL penalty against a frozen reference, towards a reward",
+                       description="Tune the policy's LoRA adapter with PPO: sample responses (dropout off), score "
+                       "them with reward.rewards, penalise KL to the reference (the SFT model when --sft-adapter is "
+                       "given), and take clipped updates. Statistics go to metrics.jsonl and TensorBoard; "
+                       "checkpoints every ppo.save_every steps; --resume continues a killed run exactly.")  # fmt: skip
+    _add_config_args(p)
+    p.add_argument("--output-dir", "-o", help="where to write outputs (overrides run.output_dir)")
+    p.add_argument("--sft-adapter", metavar="DIR", help="start from this SFT adapter (becomes the reference)")
+    p.add_argument("--resume", action="store_true", help="continue the run in the output folder from its last checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar and sample tables")
+    p.set_defaults(func=_cmd_ppo)
 
     p = sub.add_parser("demo", help="the offline demo on the built-in synthetic task",
                        description="Build tiny-t5, generate the synthetic corpus, fine-tune with LoRA and show "

@@ -29,26 +29,11 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationE
 
 from rlhfkit.errors import ConfigError
 from rlhfkit.io import write_text_atomic
+from rlhfkit.runconfig import PRECISIONS, RunConfig
+from rlhfkit.rewards.config import RewardConfig
 
 # The course lab's prompt: the instruction, the dialogue, then a cue for the summary.
 DEFAULT_TEMPLATE = "Summarize the following conversation.\n\n{dialogue}\n\nSummary: "
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    output_dir: str = "runs/sft"
-    """Folder for everything the run writes: resolved config, metrics, adapter, samples."""
-    seed: int = 0
-    """Seed for model initialisation, data order and sampling (each process adds its rank)."""
-    device: str = "auto"
-    """'auto' (CUDA when available, else CPU), 'cpu' or 'cuda'."""
-    precision: str = "auto"
-    """auto (bf16 where the CPU/GPU supports it, else fp32), fp32, bf16 (autocast, fp32 master weights) or fp16."""
-    num_threads: int = 0
-    """CPU threads for torch (0 = torch's default)."""
-
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -252,6 +237,8 @@ class Config:
     """Supervised fine-tuning."""
     ppo: PPOConfig = field(default_factory=PPOConfig)
     """PPO with a KL penalty against a frozen reference."""
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    """What PPO optimises: a weighted sum of reward terms (classifier, reward model, callable, lexicon, ...)."""
 
     def validate(self) -> None:
         """Check the rules that involve more than one field; raise ConfigError on the first broken one."""
@@ -314,6 +301,8 @@ def _problems(cfg: Config) -> list[str]:
     if sft.log_every <= 0 or sft.eval_every < 0 or sft.eval_examples <= 0:
         p.append("sft.log_every and sft.eval_examples must be positive, sft.eval_every >= 0")
     p.extend(_ppo_problems(cfg.ppo, gen))
+    if cfg.reward.rewards:  # SFT needs no reward; PPO checks that one is given before it starts
+        p.extend(cfg.reward.problems("reward.rewards"))
     return p
 
 

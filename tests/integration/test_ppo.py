@@ -139,3 +139,19 @@ def test_prompt_longer_than_the_budget_is_refused_up_front(tmp_path):
     with pytest.raises(RlhfkitError, match="max_prompt_tokens=16"):
         run_ppo(_cfg(tmp_path, "generation.max_prompt_tokens=16"), reward=CallableReward(vowel_share), progress=False)
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_cli_ppo_with_a_configured_reward_and_resume(tmp_path, capsys):
+    from rlhfkit.cli import main
+
+    out = tmp_path / "cli-run"
+    sets = [a for o in BASE + ["ppo.steps=2", "reward.rewards=[{kind: callable, path: 'ppo_runner:vowel_share'}]"]
+            for a in ("--set", o)]  # fmt: skip
+    assert main(["ppo", "-o", str(out), "--no-progress", *sets]) == 0
+    printed = capsys.readouterr().out
+    assert "PPO steps 1..2" in printed and str(out / "adapter") in printed
+    assert main(["ppo", "-o", str(out), "--no-progress", *sets, "--set", "ppo.steps=3", "--resume"]) == 0
+    assert "PPO steps 3..3" in capsys.readouterr().out
+    assert [r["step"] for r in read_metrics(out / "metrics.jsonl")] == [1, 2, 3]
+    assert main(["ppo", "-o", str(tmp_path / "other"), "--no-progress", *sets[:-2]]) == 2  # no reward configured
+    assert "needs a reward" in capsys.readouterr().err

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rlhfkit.config import PRECISIONS, RunConfig
+from rlhfkit.runconfig import PRECISIONS, RunConfig
 from rlhfkit.errors import ConfigError
 
 REWARD_KINDS = ("classifier", "reward_model", "callable", "lexicon", "length")

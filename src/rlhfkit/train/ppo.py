@@ -356,6 +356,12 @@ def _differences(a: Any, b: Any, prefix: str = "") -> set[str]:
 def _build_reward(cfg: Config) -> Any:
     from rlhfkit.rewards.factory import build_reward
 
+    if not cfg.reward.rewards:
+        raise RlhfkitError(
+            "PPO needs a reward: add a reward.rewards list to the config, e.g. "
+            "reward: {rewards: [{kind: reward_model, path: runs/rm}]} or {kind: classifier, path: ..., label: nothate}, "
+            "or pass a reward object to run_ppo() from Python."
+        )
     return build_reward(cfg.reward)
 
 
