@@ -176,6 +176,10 @@ def build_parser() -> argparse.ArgumentParser:
     from rlhfkit.feedback.generate import add_generate_command
 
     register_feedback(sub, extra_commands=[add_generate_command])
+
+    from rlhfkit.rewards.cli import register as register_rewards
+
+    register_rewards(sub)
     return parser
 
 

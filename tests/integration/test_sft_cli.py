@@ -112,7 +112,7 @@ def test_adapter_for_another_base_model_via_cli(tmp_path, capsys):
 def test_console_script_help_and_config_explain(tmp_path):
     exe = Path(sys.executable).parent / "rlhfkit"
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "rlhfkit"]
-    for sub in ([], ["sft"], ["demo"], ["presets"], ["config"], ["data"]):
+    for sub in ([], ["sft"], ["ppo"], ["demo"], ["presets"], ["config"], ["data"], ["feedback"], ["reward"]):
         done = subprocess.run([*cmd, *sub, "--help"], capture_output=True, text=True, check=True)
         assert "usage: rlhfkit" in done.stdout
     explained = subprocess.run([*cmd, "config", "--explain"], capture_output=True, text=True, check=True).stdout
