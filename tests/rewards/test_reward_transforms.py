@@ -16,6 +16,7 @@ from rlhfkit.rewards.transforms import (
     WeightedSum,
     measure_offset_scale,
     offset_scale,
+    running_normalizers,
 )
 
 
@@ -129,3 +130,11 @@ def test_length_reward_units():
     assert LengthReward("characters")([""], ["abcd"]) == [4.0]
     with pytest.raises(RlhfkitError, match="unit"):
         LengthReward("tokens")
+
+
+def test_running_normalizers_are_found_through_sums_and_clipping():
+    inner = RunningNormalized(Fixed([]))
+    other = RunningNormalized(Fixed([]))
+    reward = Clipped(WeightedSum([(Clipped(inner, -1, 1), 1.0), (LengthReward(), 0.1), (other, 2.0)]), -5, 5)
+    assert running_normalizers(reward) == [inner, other]
+    assert running_normalizers(LengthReward()) == []

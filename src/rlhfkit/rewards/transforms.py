@@ -188,3 +188,21 @@ class Clipped:
 
     def stats(self) -> dict[str, float]:
         return {**reward_stats(self.reward), "clipped": float(self.clipped)}
+
+
+def running_normalizers(reward: Any) -> list[RunningNormalized]:
+    """Every :class:`RunningNormalized` inside ``reward`` (through sums and wrappers), in a fixed order.
+
+    A resumed PPO run saves ``[n.state_dict() for n in running_normalizers(reward)]`` with its checkpoint
+    and loads the states back in the same order, so the normalisation continues where it stopped.
+    """
+    found: list[RunningNormalized] = []
+    if isinstance(reward, RunningNormalized):
+        found.append(reward)
+    if isinstance(reward, WeightedSum):
+        for term, _ in reward.terms:
+            found.extend(running_normalizers(term))
+    inner = getattr(reward, "reward", None)
+    if inner is not None:
+        found.extend(running_normalizers(inner))
+    return found
