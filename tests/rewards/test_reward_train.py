@@ -104,6 +104,8 @@ def test_cli_reports_missing_columns_and_lists_backbones(tmp_path, reward_cli):
     code, _, err = reward_cli(["train", "--data", str(bad), "-o", str(tmp_path / "x"), "--no-progress",
                                "--set", "run.precision=fp32"])  # fmt: skip
     assert code == 2 and "needs 'rejected'" in err
+    code, out, _ = reward_cli(["train", "--explain"])
+    assert code == 0 and "train.center_coefficient = 0.0" in out and "Eisenstein" in out
     code, out, _ = reward_cli(["backbones"])
     assert code == 0 and "backbone:tiny-bert" in out and "backbone:minilm" in out
 

@@ -51,6 +51,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from rlhfkit.rewards.config import RewardTrainConfig
     from rlhfkit.rewards.train import run_reward_training
 
+    if args.explain:
+        from rlhfkit.config import explain
+
+        for key, value, doc in explain(RewardTrainConfig()):
+            print(f"{key} = {value!r}\n    {doc}")
+        return 0
     files = []  # --data / --eval-data fill the file lists; --set still wins
     if args.data:
         files.append("data.train_files=[" + ",".join(json.dumps(f) for f in args.data) + "]")
@@ -262,6 +268,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--eval-data", action="append", default=[], metavar="FILE", help="held-out file (data.eval_files)")
     p.add_argument("--output-dir", "-o", help="where to write outputs (overrides run.output_dir)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--explain", action="store_true", help="print every setting with its default and meaning, then exit")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("score", help="score texts with a reward (reward model, classifier by label, YAML spec)",

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from rlhfkit.runconfig import PRECISIONS, RunConfig
 from rlhfkit.errors import ConfigError
+from rlhfkit.runconfig import PRECISIONS, RunConfig
 
 REWARD_KINDS = ("classifier", "reward_model", "callable", "lexicon", "length")
 NORMALIZE_MODES = ("none", "fixed", "running")

@@ -46,7 +46,7 @@ def from_pretrained(loader: Any, source: str, what: str, **kwargs: Any) -> Any:
             "downloaded), or give a local folder."
         )
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise RlhfkitError(f"could not load the {what} from {source!r}: {first_line}. {hint}") from None
+        raise RlhfkitError(f"could not load the {what} from {source!r}: {first_line.rstrip('.')}. {hint}") from None
 
 
 def check_sequence_classifier(config: Any, source: str, what: str) -> None:
