@@ -93,7 +93,7 @@ def run_rlhfkit(preset: str, precision: str, steps: int) -> dict:
     data = work / "prompts.jsonl"
     data.write_text("".join(json.dumps({"dialogue": p, "summary": ""}) + "\n" for p in make_prompts(preset_dir)))
     cfg = load_config([], [
-        f"model.name_or_path={preset_dir}", f"data.source={data}", "data.template={dialogue}", "data.min_chars=0",
+        f"model.name_or_path={preset_dir}", f"data.source={data}", "data.template='{dialogue}'", "data.min_chars=0",
         "data.max_chars=100000", "data.test_size=0.01", f"run.precision={precision}", f"run.num_threads={THREADS}",
         f"ppo.steps={steps + 1}", f"ppo.batch_size={BATCH}", f"ppo.mini_batch_size={MINI_BATCH}",
         f"ppo.micro_batch_size={MINI_BATCH}", "ppo.ppo_epochs=1", f"ppo.min_new_tokens={NEW_TOKENS}",

@@ -393,6 +393,9 @@ def load_config(
         raise ConfigError(_type_message(schema, e.full_key, e.msg)) from None
     except OmegaConfBaseException as e:
         raise ConfigError(f"invalid configuration at {e.full_key!r}: {e.msg}") from None
+    except (TypeError, ValueError) as e:  # e.g. a mapping merged into a list: --set reward.rewards.0.x=1
+        raise ConfigError(f"invalid configuration: {e}. Lists are set whole, e.g. "
+                          "--set 'reward.rewards=[{kind: lexicon}]'.") from None  # fmt: skip
     cfg.validate()
     return cfg
 

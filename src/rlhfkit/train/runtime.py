@@ -69,6 +69,12 @@ def make_accelerator(run: RunConfig, gradient_accumulation_steps: int = 1, log_w
         except ImportError:
             raise RlhfkitError("TensorBoard logging is on but tensorboard is not installed: pip install "
                                "'rlhfkit[tracking]', or set ppo.tensorboard=false.") from None  # fmt: skip
+    from accelerate.state import AcceleratorState
+
+    # Accelerate keeps one state per process and refuses a second Accelerator with another precision; a
+    # process that runs several trainings (the demo, a notebook, the tests) starts each from a fresh state.
+    # The distributed part (PartialState: ranks, backend) is kept.
+    AcceleratorState._reset_state(reset_partial_state=False)
     accelerator = Accelerator(
         cpu=cpu,
         mixed_precision=_PRECISION_TO_ACCELERATE[precision],
