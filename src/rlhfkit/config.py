@@ -29,8 +29,8 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationE
 
 from rlhfkit.errors import ConfigError
 from rlhfkit.io import write_text_atomic
-from rlhfkit.runconfig import PRECISIONS, RunConfig
 from rlhfkit.rewards.config import RewardConfig
+from rlhfkit.runconfig import PRECISIONS, RunConfig
 
 # The course lab's prompt: the instruction, the dialogue, then a cue for the summary.
 DEFAULT_TEMPLATE = "Summarize the following conversation.\n\n{dialogue}\n\nSummary: "

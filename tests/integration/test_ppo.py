@@ -155,3 +155,16 @@ def test_cli_ppo_with_a_configured_reward_and_resume(tmp_path, capsys):
     assert [r["step"] for r in read_metrics(out / "metrics.jsonl")] == [1, 2, 3]
     assert main(["ppo", "-o", str(tmp_path / "other"), "--no-progress", *sets[:-2]]) == 2  # no reward configured
     assert "needs a reward" in capsys.readouterr().err
+
+
+def test_running_reward_normalisation_is_checkpointed(tmp_path):
+    from rlhfkit.rewards.transforms import RunningNormalized
+
+    cfg = _cfg(tmp_path, "ppo.steps=2")
+    first = RunningNormalized(CallableReward(vowel_share))
+    run_ppo(cfg, reward=first, progress=False)
+    resumed = RunningNormalized(CallableReward(vowel_share))
+    run_ppo(replace(cfg, **{"ppo.steps": 2}), reward=resumed, resume=True, progress=False)
+    assert resumed.state_dict() == first.state_dict() and first.state_dict()["count"] > 0
+    with pytest.raises(RlhfkitError, match="running reward normaliser"):
+        run_ppo(cfg, reward=CallableReward(vowel_share), resume=True, progress=False)

@@ -11,7 +11,6 @@ import argparse
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
-
 from rlhfkit.config import Config, GenerationConfig, ModelConfig
 from rlhfkit.errors import RlhfkitError
 

@@ -397,7 +397,7 @@ def run_ppo(cfg: Config, reward: Any = None, resume: bool = False, progress: boo
     start_step, skipped = 0, 0
     metrics = MetricsWriter(out / "metrics.jsonl", enabled=main)
     if resume:
-        start_step, skipped = _restore(out, policy, optimizer, scheduler, controller, metrics)
+        start_step, skipped = _restore(out, policy, optimizer, scheduler, controller, metrics, reward)
     elif main:
         save_config(cfg, out)
         metrics.path.unlink(missing_ok=True)
@@ -426,9 +426,9 @@ def run_ppo(cfg: Config, reward: Any = None, resume: bool = False, progress: boo
                 on_step(stats)
             bar.advance(score=stats.get("score/mean", float("nan")), kl=stats.get("kl/k1", float("nan")))
             if ppo.save_every and (step + 1) % ppo.save_every == 0 and step + 1 < ppo.steps and main:
-                _save(out, step + 1, policy, optimizer, scheduler, controller, skipped, ppo.keep_checkpoints)
+                _save(out, step + 1, policy, optimizer, scheduler, controller, skipped, ppo.keep_checkpoints, reward)
     if main:
-        _save(out, ppo.steps, policy, optimizer, scheduler, controller, skipped, ppo.keep_checkpoints)
+        _save(out, ppo.steps, policy, optimizer, scheduler, controller, skipped, ppo.keep_checkpoints, reward)
         _save_final(out, policy, ppo.sft_adapter)
     if ppo.tensorboard and main:
         accelerator.end_training()
@@ -487,13 +487,19 @@ def ppo_step(policy: PolicyWithValueHead, model: Any, optimizer: Any, scheduler:
 
 
 def _save(out: Path, step: int, policy: PolicyWithValueHead, optimizer: Any, scheduler: Any, controller: Any,
-          skipped: int, keep: int) -> None:  # fmt: skip
-    state = {"skipped_steps": skipped, "controller": controller.state_dict()}
+          skipped: int, keep: int, reward: Any) -> None:  # fmt: skip
+    from rlhfkit.rewards.transforms import running_normalizers
+
+    # a reward normalised by running statistics carries state too; without it a resume would score differently
+    state = {"skipped_steps": skipped, "controller": controller.state_dict(),
+             "reward_normalizers": [n.state_dict() for n in running_normalizers(reward)]}  # fmt: skip
     save_checkpoint(out, step, policy.trainable_state(), optimizer, scheduler, state, keep)
 
 
 def _restore(out: Path, policy: PolicyWithValueHead, optimizer: Any, scheduler: Any, controller: Any,
-             metrics: MetricsWriter) -> tuple[int, int]:  # fmt: skip
+             metrics: MetricsWriter, reward: Any) -> tuple[int, int]:  # fmt: skip
+    from rlhfkit.rewards.transforms import running_normalizers
+
     found = list_checkpoints(out)
     if not found:
         raise RlhfkitError(f"cannot resume: {str(out)!r} has no finished checkpoint yet; start the run again "
@@ -503,6 +509,12 @@ def _restore(out: Path, policy: PolicyWithValueHead, optimizer: Any, scheduler: 
     optimizer.load_state_dict(training["optimizer"])
     scheduler.load_state_dict(training["scheduler"])
     controller.load_state_dict(state["controller"])
+    normalizers, saved = running_normalizers(reward), state.get("reward_normalizers", [])
+    if len(normalizers) != len(saved):
+        raise RlhfkitError(f"cannot resume: the checkpoint holds {len(saved)} running reward normaliser(s), the "
+                           f"configured reward has {len(normalizers)}; resume with the run's reward.")  # fmt: skip
+    for normalizer, normalizer_state in zip(normalizers, saved):
+        normalizer.load_state_dict(normalizer_state)
     set_rng_state(training["rng"])
     step = int(state["step"])
     if metrics.enabled and metrics.path.is_file():  # the steps after the checkpoint are run again: drop their lines
