@@ -42,6 +42,7 @@ if not _browser_available():
 
 import uvicorn
 from selenium import webdriver
+from selenium.common.exceptions import WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
@@ -120,11 +121,20 @@ def current_item(driver: webdriver.Chrome) -> dict[str, str]:
 
 
 def press_and_wait(driver: webdriver.Chrome, *keys: str) -> None:
-    """Press keys whose last one submits a form, and wait for the next page."""
-    old = driver.find_element(By.TAG_NAME, "main")
+    """Press keys whose last one submits a form, and wait until the next page has loaded.
+
+    The old document is marked with a script variable that the next document does not have. While Chrome
+    swaps documents, any DOM or script call can fail with a generic WebDriverException ("Node with given
+    id does not belong to the document"), not only StaleElementReferenceException, so the wait ignores
+    those errors and polls again.
+    """
+    driver.execute_script("window.__rlhfkitOldPage = true")
     press(driver, *keys)
-    WebDriverWait(driver, 30).until(expected_conditions.staleness_of(old))
-    WebDriverWait(driver, 30).until(lambda d: d.execute_script("return document.readyState") == "complete")
+    WebDriverWait(driver, 30, ignored_exceptions=(WebDriverException,)).until(
+        lambda d: d.execute_script(
+            "return window.__rlhfkitOldPage === undefined && document.readyState === 'complete'"
+        )
+    )
 
 
 def test_keyboard_labeling_with_undo_skip_and_export(
