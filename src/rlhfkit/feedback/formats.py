@@ -33,12 +33,12 @@ import io
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from rlhfkit.errors import RlhfkitError
+from rlhfkit.io import write_lines_atomic
 
 IMPORT_FORMATS = ("trl", "trl-unpaired", "hh-rlhf", "summarize")
 HH_ASSISTANT_MARKER = "\n\nAssistant:"
@@ -267,39 +267,11 @@ def unpaired_to_trl(label: UnpairedLabel) -> dict[str, object]:
 def write_jsonl_atomic(objects: Iterable[dict[str, object]], path: str | os.PathLike[str]) -> int:
     """Write one JSON object per line to ``path`` atomically; returns the number of lines.
 
-    The lines go to a temporary file in the same directory, which is flushed, fsynced and then renamed
-    over ``path``: a reader (or a crash) sees the old file or the complete new one, never half of it.
+    Streams through :func:`rlhfkit.io.write_lines_atomic`: a reader (or a crash) sees the old file or the
+    complete new one, never half of it.
     """
     path = Path(path)
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
         raise RlhfkitError(f"cannot write {path}: directory {directory} does not exist")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    count = 0
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            for obj in objects:
-                handle.write(json.dumps(obj, ensure_ascii=False) + "\n")
-                count += 1
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    _fsync_directory(directory)
-    return count
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make the rename itself durable (POSIX); a no-op where directories cannot be opened."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    return write_lines_atomic(path, (json.dumps(obj, ensure_ascii=False) + "\n" for obj in objects))
