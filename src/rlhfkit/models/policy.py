@@ -24,7 +24,7 @@ from rlhfkit.errors import RlhfkitError
 from rlhfkit.models.loading import LoadedModel, load_base_model
 from rlhfkit.models.lora import attach_lora, load_adapter_as_trainable
 from rlhfkit.ppo import entropy_from_logits, logprobs_from_logits
-from rlhfkit.rollout.generation import position_ids_from_mask
+from rlhfkit.rollout.decoding import decoder_start_id, output_layer_inputs, position_ids_from_mask
 
 
 @dataclass
@@ -76,41 +76,44 @@ class PolicyWithValueHead(nn.Module):
     # ----------------------------------------------------------------------------------------------
     # Teacher-forced passes over (prompt, response) pairs
 
-    def _lm_forward(self, model: Any, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, response_ids: torch.Tensor,
-                    want_hidden: bool) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
-        """(B, T, V) logits that predict each response token, and (B, T, H) last hidden states."""
+    def _lm_forward(self, model: Any, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, response_ids: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        """(B, T, V) logits that predict each response token, and the (B, T, H) hidden states behind them.
+
+        The hidden state is the output layer's input, recorded by a hook (``output_hidden_states`` would
+        return, and in a no-grad pass keep alive, every layer's).
+        """
         T = response_ids.shape[1]
         if self.is_encoder_decoder:
-            start = torch.full_like(response_ids[:, :1], self._decoder_start_id())
-            decoder_input_ids = torch.cat([start, response_ids[:, :-1]], dim=1)
-            out = model(input_ids=prompt_ids, attention_mask=prompt_mask, decoder_input_ids=decoder_input_ids,
-                        output_hidden_states=want_hidden, use_cache=False)  # fmt: skip
-            hidden = out.decoder_hidden_states[-1] if want_hidden else None
-            return out.logits, hidden
-        P = prompt_ids.shape[1]
-        input_ids = torch.cat([prompt_ids, response_ids], dim=1)
+            start = torch.full_like(response_ids[:, :1], decoder_start_id(model, self.tokenizer.pad_token_id))
+            decoder_input_ids = torch.cat([start, response_ids[:, :-1]], dim=1)  # (B, T) shifted right
+            with output_layer_inputs(model) as seen:
+                out = model(input_ids=prompt_ids, attention_mask=prompt_mask, decoder_input_ids=decoder_input_ids,
+                            use_cache=False)  # fmt: skip
+            return out.logits, seen[-1]
+        input_ids = torch.cat([prompt_ids, response_ids], dim=1)  # (B, P + T)
         attention_mask = torch.cat([prompt_mask, torch.ones_like(response_ids)], dim=1)
         # left-padded prompts: positions count from each row's first real token (DESIGN, PPO detail 5)
-        out = model(input_ids=input_ids, attention_mask=attention_mask,
-                    position_ids=position_ids_from_mask(attention_mask), output_hidden_states=want_hidden,
-                    use_cache=False, logits_to_keep=T + 1)  # fmt: skip
+        with output_layer_inputs(model) as seen:
+            out = model(input_ids=input_ids, attention_mask=attention_mask,
+                        position_ids=position_ids_from_mask(attention_mask), use_cache=False, logits_to_keep=T + 1)  # fmt: skip
         # logits_to_keep=T+1 keeps positions P-1 .. P+T-1; position P-1+t predicts response token t
-        logits = out.logits[:, :T]
-        hidden = out.hidden_states[-1][:, P - 1 : P - 1 + T] if want_hidden else None
-        return logits, hidden
-
-    def _decoder_start_id(self) -> int:
-        config = self.model.get_base_model().config
-        start = getattr(config, "decoder_start_token_id", None)
-        return int(start if start is not None else self.tokenizer.pad_token_id)
+        return out.logits[:, :T], seen[-1][:, :T]
 
     def score(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, response_ids: torch.Tensor,
-              temperature: float, with_entropy: bool = False) -> TokenScores:  # fmt: skip
-        """Log-probs, values (and entropy) of ``response_ids`` under the current policy, with gradients."""
-        logits, hidden = self._lm_forward(self.model, prompt_ids, prompt_mask, response_ids, want_hidden=True)
+              temperature: float, with_entropy: bool = False, entropy_grad: bool = False) -> TokenScores:  # fmt: skip
+        """Log-probs, values (and entropy) of ``response_ids`` under the current policy, with gradients.
+
+        The entropy is a statistic without a gradient (no autograd graph over the (B, T, V) softmax)
+        unless ``entropy_grad``, for a loss with an entropy bonus.
+        """
+        logits, hidden = self._lm_forward(self.model, prompt_ids, prompt_mask, response_ids)
         logprobs = logprobs_from_logits(logits, response_ids, temperature)
         values = self.values_from_hidden(hidden)
-        entropy = entropy_from_logits(logits.detach(), temperature) if with_entropy else None
+        entropy = None
+        if with_entropy:
+            with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
+                entropy = entropy_from_logits(logits, temperature)
         return TokenScores(logprobs, values, entropy)
 
     def values_from_hidden(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -122,7 +125,7 @@ class PolicyWithValueHead(nn.Module):
                            temperature: float) -> torch.Tensor:  # fmt: skip
         """(B, T) log-probs of ``response_ids`` under the frozen reference, with dropout off."""
         with self.reference_model() as ref:
-            logits, _ = self._lm_forward(ref, prompt_ids, prompt_mask, response_ids, want_hidden=False)
+            logits, _ = self._lm_forward(ref, prompt_ids, prompt_mask, response_ids)
         return logprobs_from_logits(logits, response_ids, temperature)
 
     @contextmanager

@@ -15,6 +15,10 @@ import torch
 
 from rlhfkit.config import GenerationConfig
 from rlhfkit.errors import RlhfkitError
+from rlhfkit.rollout.decoding import DecodeSettings, decode, position_ids_from_mask
+
+__all__ = ["Generation", "check_prompts", "encode_prompts", "generate", "position_ids_from_mask",
+           "response_mask_from_eos"]  # fmt: skip
 
 
 @dataclass
@@ -72,18 +76,6 @@ def response_mask_from_eos(response_ids: torch.Tensor, eos_token_id: int) -> tup
     return mask, is_eos.any(dim=1)
 
 
-def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """(B, L) position ids that start at 0 on the first real token of each left-padded row."""
-    return (torch.cumsum(attention_mask.long(), dim=1) - 1).clamp(min=0)
-
-
-def _sampling_kwargs(gen: GenerationConfig, do_sample: bool) -> dict[str, Any]:
-    if not do_sample:
-        return {"do_sample": False}
-    # top_k=0 must be passed explicitly: transformers otherwise applies its default top_k of 50.
-    return {"do_sample": True, "temperature": gen.temperature, "top_k": gen.top_k, "top_p": gen.top_p}
-
-
 @torch.no_grad()
 def generate(
     model: Any,
@@ -101,11 +93,15 @@ def generate(
 
     ``seed`` makes sampling reproducible without disturbing the caller's global RNG state. With
     ``collect=True`` the log-probs of the sampled tokens and the hidden states behind them are kept from
-    the generation pass itself, so a PPO rollout need not run the policy over its responses again.
+    the sampling pass itself, so a PPO rollout need not run the policy over its responses again.
     """
     check_prompts(tokenizer, prompts, gen.max_prompt_tokens)
-    do_sample = gen.do_sample if do_sample is None else do_sample
-    max_new = max_new_tokens or gen.max_new_tokens
+    settings = DecodeSettings(
+        max_new_tokens=max_new_tokens or gen.max_new_tokens, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, min_new_tokens=gen.min_new_tokens,
+        do_sample=gen.do_sample if do_sample is None else do_sample, temperature=gen.temperature,
+        top_k=gen.top_k, top_p=gen.top_p,
+    )  # fmt: skip
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -115,47 +111,16 @@ def generate(
             if seed is not None:
                 torch.manual_seed(seed)
             for start in range(0, len(prompts), gen.batch_size):
-                chunk = prompts[start : start + gen.batch_size]
-                ids, mask = encode_prompts(tokenizer, chunk)
-                out = model.generate(
-                    input_ids=ids.to(device),
-                    attention_mask=mask.to(device),
-                    max_new_tokens=max_new,
-                    min_new_tokens=gen.min_new_tokens,
-                    pad_token_id=tokenizer.pad_token_id,
-                    eos_token_id=tokenizer.eos_token_id,
-                    return_dict_in_generate=True,
-                    output_logits=collect,
-                    output_hidden_states=collect,
-                    **_sampling_kwargs(gen, do_sample),
-                )
-                sequences = out.sequences.cpu()
-                # encoder-decoders return [decoder_start, response...]; decoder-only return [prompt, response...]
-                response = sequences[:, 1:] if is_encoder_decoder else sequences[:, ids.shape[1] :]
-                part = _finish(tokenizer, ids, mask, response)
+                ids, mask = encode_prompts(tokenizer, prompts[start : start + gen.batch_size])
+                out = decode(model, ids.to(device), mask.to(device), settings, is_encoder_decoder=is_encoder_decoder,
+                             collect=collect)  # fmt: skip
+                part = _finish(tokenizer, ids, mask, out.tokens.cpu())
                 if collect:
-                    part.logprobs, part.last_hidden = _collected(out, response, gen.temperature, is_encoder_decoder)
+                    part.logprobs, part.last_hidden = out.logprobs.cpu(), out.last_hidden.cpu()
                 parts.append(part)
     finally:
         model.train(was_training)
     return _concat(parts, tokenizer.pad_token_id, left=tokenizer.padding_side == "left")
-
-
-def _collected(out: Any, response: torch.Tensor, temperature: float, is_encoder_decoder: bool
-               ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
-    """Log-probs of the sampled tokens and the last hidden state at each step, from generate's outputs.
-
-    ``out.logits`` are the raw logits of each step (before top-k/top-p and before the temperature), so
-    dividing by the temperature here gives the same log-probs as a teacher-forced pass (DESIGN detail 2).
-    """
-    from rlhfkit.ppo import logprobs_from_logits
-
-    logits = torch.stack(out.logits, dim=1).float()  # (B, T, V)
-    steps = out.decoder_hidden_states if is_encoder_decoder else out.hidden_states
-    # per step a tuple over layers; the last layer's last position predicted this step's token
-    hidden = torch.stack([layers[-1][:, -1] for layers in steps], dim=1)  # (B, T, H)
-    tokens = response.to(logits.device)
-    return logprobs_from_logits(logits, tokens, temperature).cpu(), hidden.cpu()
 
 
 def _finish(tokenizer: Any, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, response: torch.Tensor) -> Generation:
