@@ -11,6 +11,16 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+# mkstemp creates files readable by the owner only; finished files get the usual permissions instead
+_FILE_MODE = 0o666 & ~_umask()
+
+
 def write_lines_atomic(path: str | os.PathLike, lines: Iterable[str]) -> int:
     """Stream ``lines`` (each written as given) to ``path`` atomically; return how many were written.
 
@@ -29,6 +39,7 @@ def write_lines_atomic(path: str | os.PathLike, lines: Iterable[str]) -> int:
                 count += 1
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
