@@ -79,30 +79,9 @@ class PolicyWithValueHead(nn.Module):
     def _lm_forward(self, model: Any, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, response_ids: torch.Tensor,
                     want_hidden: bool) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
         """(B, T, V) logits that predict each response token, and (B, T, H) last hidden states."""
-        T = response_ids.shape[1]
-        if self.is_encoder_decoder:
-            start = torch.full_like(response_ids[:, :1], self._decoder_start_id())
-            decoder_input_ids = torch.cat([start, response_ids[:, :-1]], dim=1)
-            out = model(input_ids=prompt_ids, attention_mask=prompt_mask, decoder_input_ids=decoder_input_ids,
-                        output_hidden_states=want_hidden, use_cache=False)  # fmt: skip
-            hidden = out.decoder_hidden_states[-1] if want_hidden else None
-            return out.logits, hidden
-        P = prompt_ids.shape[1]
-        input_ids = torch.cat([prompt_ids, response_ids], dim=1)
-        attention_mask = torch.cat([prompt_mask, torch.ones_like(response_ids)], dim=1)
-        # left-padded prompts: positions count from each row's first real token (DESIGN, PPO detail 5)
-        out = model(input_ids=input_ids, attention_mask=attention_mask,
-                    position_ids=position_ids_from_mask(attention_mask), output_hidden_states=want_hidden,
-                    use_cache=False, logits_to_keep=T + 1)  # fmt: skip
-        # logits_to_keep=T+1 keeps positions P-1 .. P+T-1; position P-1+t predicts response token t
-        logits = out.logits[:, :T]
-        hidden = out.hidden_states[-1][:, P - 1 : P - 1 + T] if want_hidden else None
-        return logits, hidden
-
-    def _decoder_start_id(self) -> int:
-        config = self.model.get_base_model().config
-        start = getattr(config, "decoder_start_token_id", None)
-        return int(start if start is not None else self.tokenizer.pad_token_id)
+        start_id = decoder_start_id(self.model.get_base_model().config, self.tokenizer)
+        return teacher_forced(model, self.is_encoder_decoder, start_id, prompt_ids, prompt_mask, response_ids,
+                              want_hidden)  # fmt: skip
 
     def score(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, response_ids: torch.Tensor,
               temperature: float, with_entropy: bool = False) -> TokenScores:  # fmt: skip
@@ -153,6 +132,41 @@ class PolicyWithValueHead(nn.Module):
                     raise RlhfkitError(f"checkpoint tensor {name} has shape {tuple(state[name].shape)}, "
                                        f"the policy expects {tuple(p.shape)}; the run's configuration differs.")  # fmt: skip
                 p.copy_(state[name].to(p.device, p.dtype))
+
+
+def decoder_start_id(config: Any, tokenizer: Any) -> int:
+    """The token an encoder-decoder's decoder starts from (T5: the pad token)."""
+    start = getattr(config, "decoder_start_token_id", None)
+    return int(start if start is not None else tokenizer.pad_token_id)
+
+
+def teacher_forced(model: Any, is_encoder_decoder: bool, start_id: int, prompt_ids: torch.Tensor,
+                   prompt_mask: torch.Tensor, response_ids: torch.Tensor, want_hidden: bool = False,
+                   ) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
+    """One pass over (prompt, response): (B, T, V) logits predicting each response token, (B, T, H) hidden.
+
+    prompt_ids, prompt_mask: (B, P); response_ids: (B, T). The hidden states are the last layer's (the
+    decoder's for encoder-decoders) at the positions that predict each response token.
+    """
+    T = response_ids.shape[1]
+    if is_encoder_decoder:
+        start = torch.full_like(response_ids[:, :1], start_id)
+        decoder_input_ids = torch.cat([start, response_ids[:, :-1]], dim=1)
+        out = model(input_ids=prompt_ids, attention_mask=prompt_mask, decoder_input_ids=decoder_input_ids,
+                    output_hidden_states=want_hidden, use_cache=False)  # fmt: skip
+        hidden = out.decoder_hidden_states[-1] if want_hidden else None
+        return out.logits, hidden
+    P = prompt_ids.shape[1]
+    input_ids = torch.cat([prompt_ids, response_ids], dim=1)
+    attention_mask = torch.cat([prompt_mask, torch.ones_like(response_ids)], dim=1)
+    # left-padded prompts: positions count from each row's first real token (DESIGN, PPO detail 5)
+    out = model(input_ids=input_ids, attention_mask=attention_mask,
+                position_ids=position_ids_from_mask(attention_mask), output_hidden_states=want_hidden,
+                use_cache=False, logits_to_keep=T + 1)  # fmt: skip
+    # logits_to_keep=T+1 keeps positions P-1 .. P+T-1; position P-1+t predicts response token t
+    logits = out.logits[:, :T]
+    hidden = out.hidden_states[-1][:, P - 1 : P - 1 + T] if want_hidden else None
+    return logits, hidden
 
 
 @contextmanager

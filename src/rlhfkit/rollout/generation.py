@@ -84,6 +84,37 @@ def _sampling_kwargs(gen: GenerationConfig, do_sample: bool) -> dict[str, Any]:
     return {"do_sample": True, "temperature": gen.temperature, "top_k": gen.top_k, "top_p": gen.top_p}
 
 
+class RowSeededSampler:
+    """Sampling with one random stream per prompt, by the Gumbel-max trick, as a logits processor.
+
+    argmax(logits / T + Gumbel noise) is an exact sample from softmax(logits / T) (Gumbel 1954; see
+    Maddison et al. 2014, "A* Sampling"), and top-k / top-p filtering before the noise samples the
+    filtered distribution. Each row draws its noise from its own generator, seeded once, one vocabulary's
+    worth per step: the sample for a prompt depends only on its seed and the model, never on the other
+    prompts in the batch. Run it with ``do_sample=False`` so that generate takes the argmax.
+    """
+
+    def __init__(self, seeds: Sequence[int], gen: GenerationConfig) -> None:
+        from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+        self.generators = [torch.Generator().manual_seed(int(s) % 2**63) for s in seeds]
+        # the order of transformers' own sampling: temperature, then top-k, then top-p
+        self.warpers: list[Any] = [TemperatureLogitsWarper(gen.temperature)]
+        if gen.top_k > 0:
+            self.warpers.append(TopKLogitsWarper(gen.top_k))
+        if gen.top_p < 1.0:
+            self.warpers.append(TopPLogitsWarper(gen.top_p))
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        """scores: (B, V) next-token logits → (B, V) filtered, tempered logits plus Gumbel noise."""
+        for warp in self.warpers:
+            scores = warp(input_ids, scores)
+        uniform = torch.stack([torch.rand(scores.shape[-1], generator=g) for g in self.generators])
+        tiny = torch.finfo(torch.float32).tiny
+        gumbel = -torch.log(-torch.log(uniform.clamp(tiny, 1.0 - 1e-7)))
+        return scores.float() + gumbel.to(scores.device)
+
+
 @torch.no_grad()
 def generate(
     model: Any,
@@ -95,16 +126,22 @@ def generate(
     do_sample: bool | None = None,
     max_new_tokens: int | None = None,
     seed: int | None = None,
+    row_seeds: Sequence[int] | None = None,
     collect: bool = False,
 ) -> Generation:
     """Generate one response per prompt, in batches of ``gen.batch_size``, with dropout off.
 
-    ``seed`` makes sampling reproducible without disturbing the caller's global RNG state. With
+    ``seed`` makes sampling reproducible without disturbing the caller's global RNG state.
+    ``row_seeds`` (one per prompt) goes further: each prompt draws from its own random stream
+    (:class:`RowSeededSampler`), so its response does not depend on the batch it lands in, and two
+    policies sampled with the same row seeds share their random numbers (paired evaluation). With
     ``collect=True`` the log-probs of the sampled tokens and the hidden states behind them are kept from
     the generation pass itself, so a PPO rollout need not run the policy over its responses again.
     """
     check_prompts(tokenizer, prompts, gen.max_prompt_tokens)
     do_sample = gen.do_sample if do_sample is None else do_sample
+    if row_seeds is not None and len(row_seeds) != len(prompts):
+        raise RlhfkitError(f"row_seeds has {len(row_seeds)} seeds for {len(prompts)} prompts; give one per prompt.")
     max_new = max_new_tokens or gen.max_new_tokens
     device = next(model.parameters()).device
     was_training = model.training
@@ -117,6 +154,10 @@ def generate(
             for start in range(0, len(prompts), gen.batch_size):
                 chunk = prompts[start : start + gen.batch_size]
                 ids, mask = encode_prompts(tokenizer, chunk)
+                sampling = _sampling_kwargs(gen, do_sample)
+                if do_sample and row_seeds is not None:
+                    seeds = row_seeds[start : start + gen.batch_size]
+                    sampling = {"do_sample": False, "logits_processor": [RowSeededSampler(seeds, gen)]}
                 out = model.generate(
                     input_ids=ids.to(device),
                     attention_mask=mask.to(device),
@@ -127,7 +168,7 @@ def generate(
                     return_dict_in_generate=True,
                     output_logits=collect,
                     output_hidden_states=collect,
-                    **_sampling_kwargs(gen, do_sample),
+                    **sampling,
                 )
                 sequences = out.sequences.cpu()
                 # encoder-decoders return [decoder_start, response...]; decoder-only return [prompt, response...]
