@@ -16,6 +16,7 @@ PPO stage resumes from its last checkpoint.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -86,6 +87,11 @@ class DemoConfig(Config):
         replace(self.reward_model, **{"data.train_files": ["feedback/preferences.jsonl"]}).validate()
 
 
+def pipeline_config(cfg: DemoConfig) -> Config:
+    """The sections every other command understands, so that each stage's saved config.yaml reloads on its own."""
+    return Config(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(Config)})
+
+
 def demo_recipe_path() -> Path:
     """The packaged YAML recipe the demo starts from."""
     return Path(str(resources.files("rlhfkit.recipes").joinpath("demo.yaml")))
@@ -147,7 +153,7 @@ def run_demo(output_dir: str = "runs/demo", seed: int = 0, overrides: Sequence[s
     def stage(title: str, name: str, key: str, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         cached = cache.load(name, key)
         if cached is not None:
-            console.print(f"[bold]{title}[/bold]: done earlier, reusing it")
+            console.print(f"[bold]{title}[/bold]: done earlier, reusing it", soft_wrap=True)
             results[name] = cached
             return cached
         console.rule(f"[bold]{title}")
@@ -220,7 +226,7 @@ def run_demo(output_dir: str = "runs/demo", seed: int = 0, overrides: Sequence[s
         f"KL(PPO‖SFT) {kl['ppo']:.2f} nats per summary. Demo total {time.perf_counter() - started:.0f} s."
     )
     report = out / "eval" / "report.html"
-    console.print(f"Report: {report}")
+    console.print(f"Report: {report}", soft_wrap=True)
     return DemoResult(out, results, report, headline)
 
 
@@ -233,7 +239,7 @@ def _sft(cfg: DemoConfig, console: Console, progress: bool) -> dict[str, Any]:
 
     console.print(f"LoRA SFT of {cfg.model.name_or_path} on the synthetic corpus ({cfg.data.synthetic.size} "
                   f"dialogues, {cfg.data.synthetic.toxic_fraction:.0%} of reference summaries insulting)")  # fmt: skip
-    result = run_sft(cfg, progress=progress)
+    result = run_sft(pipeline_config(cfg), progress=progress)
     return {**result.final, "steps": result.steps, "train_seconds": result.train_seconds,
             "adapter": str(result.adapter_dir), "samples": result.samples}  # fmt: skip
 
@@ -306,7 +312,7 @@ def _train_reward_model(cfg: DemoConfig, labels: Path, out: Path, progress: bool
 
 def _ppo_config(cfg: DemoConfig, out: Path, sft_adapter: str, reward_model: str) -> Config:
     reward = [RewardSpec(kind="reward_model", path=reward_model, name="reward model")]
-    return replace(cfg, **{"run.output_dir": str(out / "ppo"), "ppo.sft_adapter": sft_adapter,
+    return replace(pipeline_config(cfg), **{"run.output_dir": str(out / "ppo"), "ppo.sft_adapter": sft_adapter,
                            "reward.rewards": reward})  # fmt: skip
 
 

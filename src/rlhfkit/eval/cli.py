@@ -44,6 +44,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.prompts is not None:
         changes["eval.prompts"] = args.prompts
     cfg = replace(cfg, **changes)
+    cfg.validate()  # the command-line values obey the same rules as the file's
     result = run_eval(cfg, progress=not args.no_progress)
     print_headline(result.results, Console())
     print(f"report: {result.report}   results: {result.output_dir / 'results.json'}")

@@ -7,10 +7,11 @@ the store from the moment they submit them, so stopping early (or a crash) loses
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from rich.console import Console
 
@@ -53,8 +54,9 @@ def label_in_browser(store_path: str | Path, *, port: int = 8765, min_labels: in
     store = FeedbackStore.open(store_path)
     try:
         token = login_token(store)
+        _check_port_free(port)
         server = uvicorn.Server(uvicorn.Config(create_app(store), host="127.0.0.1", port=port, log_level="warning"))
-        thread = threading.Thread(target=server.run, name="labeling-app", daemon=True)
+        thread = threading.Thread(target=_serve, args=(server,), name="labeling-app", daemon=True)
         thread.start()
         try:
             _wait_until_started(server, thread, port)
@@ -79,12 +81,31 @@ def label_in_browser(store_path: str | Path, *, port: int = 8765, min_labels: in
     return count
 
 
+def _port_message(port: int) -> str:
+    return (f"the labeling app could not start on 127.0.0.1:{port} (is the port in use?); choose another with "
+            "--set feedback.port=PORT.")  # fmt: skip
+
+
+def _check_port_free(port: int) -> None:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            raise RlhfkitError(_port_message(port)) from None
+
+
+def _serve(server: Any) -> None:
+    try:
+        server.run()
+    except SystemExit:  # uvicorn exits when it cannot bind; the waiting side reports it
+        pass
+
+
 def _wait_until_started(server: object, thread: threading.Thread, port: int, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while not getattr(server, "started", False):
         if not thread.is_alive() or time.monotonic() > deadline:
-            raise RlhfkitError(f"the labeling app could not start on 127.0.0.1:{port} (is the port in use?); "
-                               "choose another with --set feedback.port=PORT.")  # fmt: skip
+            raise RlhfkitError(_port_message(port))
         time.sleep(0.05)
 
 
