@@ -87,6 +87,8 @@ def test_eval_compares_policies_with_intervals_and_writes_every_output(tmp_path,
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 3  # means, histograms, training curves: all embedded
     assert "Training curves" in html and "Before / after: sft → ppo" in html and "src=\"http" not in html
+    plots = sorted(p.name for p in (out / "plots").iterdir())
+    assert plots == ["histograms.png", "means.png", "training_curves.png"]  # the same figures, for slides and docs
 
 
 @pytest.mark.slow

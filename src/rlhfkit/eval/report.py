@@ -12,7 +12,7 @@ import io
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rlhfkit.io import write_text_atomic
+from rlhfkit.io import write_bytes_atomic, write_text_atomic
 
 if TYPE_CHECKING:
     from rlhfkit.config import Config
@@ -29,14 +29,18 @@ TRAINING_CURVES = {
 }
 
 
-def _png(fig: Any) -> str:
-    """A matplotlib figure as a data URI (and the figure closed)."""
+def _png(fig: Any) -> bytes:
+    """A matplotlib figure as PNG bytes (and the figure closed)."""
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    return buffer.getvalue()
+
+
+def data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
 def _pyplot() -> Any:
@@ -48,7 +52,7 @@ def _pyplot() -> Any:
     return plt
 
 
-def means_plot(results: dict[str, Any], measures: list[Measure]) -> str:
+def means_plot(results: dict[str, Any], measures: list[Measure]) -> bytes:
     """Mean of each measure per policy, with its bootstrap interval as an error bar."""
     plt = _pyplot()
     names = results["policy_order"]
@@ -65,7 +69,7 @@ def means_plot(results: dict[str, Any], measures: list[Measure]) -> str:
     return _png(fig)
 
 
-def histograms_plot(samples: list[PolicySamples], measures: list[Measure]) -> str:
+def histograms_plot(samples: list[PolicySamples], measures: list[Measure]) -> bytes:
     """Distribution of each measure per policy, overlaid (before/after at a glance)."""
     import numpy as np
 
@@ -83,7 +87,7 @@ def histograms_plot(samples: list[PolicySamples], measures: list[Measure]) -> st
     return _png(fig)
 
 
-def training_curves(samples: list[PolicySamples]) -> tuple[str | None, list[str]]:
+def training_curves(samples: list[PolicySamples]) -> tuple[bytes | None, list[str]]:
     """PPO curves of every policy whose run folder (the adapter's parent) holds a PPO metrics.jsonl."""
     from rlhfkit.train.metrics import read_metrics
 
@@ -116,9 +120,7 @@ def reward_model_section(results: dict[str, Any]) -> list[dict[str, Any]]:
     for rm in results.get("reward_models", []):
         heldout = rm.get("heldout") or {}
         loss_curve = Path(rm["folder"]) / "loss_curve.png"
-        image = None
-        if loss_curve.is_file():
-            image = "data:image/png;base64," + base64.b64encode(loss_curve.read_bytes()).decode("ascii")
+        image = data_uri(loss_curve.read_bytes()) if loss_curve.is_file() else None
         sections.append({"path": rm["path"], "heldout": heldout, "loss_curve": image,
                          "agreement": rm.get("annotator_agreement")})  # fmt: skip
     return sections
@@ -126,7 +128,7 @@ def reward_model_section(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 def write_report(path: Path, results: dict[str, Any], samples: list[PolicySamples], measures: list[Measure],
                  cfg: Config, prompts: list[str], references: list[str]) -> Path:  # fmt: skip
-    """Render report.html next to the other outputs."""
+    """Render report.html next to the other outputs; the plots also go to plots/*.png for slides and docs."""
     from jinja2 import Environment, PackageLoader, select_autoescape
 
     from rlhfkit.eval.evaluate import before_after_rows, primary_measure
@@ -135,6 +137,11 @@ def write_report(path: Path, results: dict[str, Any], samples: list[PolicySample
     env.filters["num"] = _num
     env.filters["pvalue"] = _pvalue
     curves, curve_sources = training_curves(samples)
+    plots = {"means": means_plot(results, measures), "histograms": histograms_plot(samples, measures)}
+    if curves is not None:
+        plots["training_curves"] = curves
+    for name, png in plots.items():
+        write_bytes_atomic(path.parent / "plots" / f"{name}.png", png)
     table_measure = primary_measure(measures)
     tables = []
     n = cfg.eval.table_rows
@@ -147,9 +154,9 @@ def write_report(path: Path, results: dict[str, Any], samples: list[PolicySample
         results=results,
         measures=measures,
         names=results["policy_order"],
-        means_plot=means_plot(results, measures),
-        histograms_plot=histograms_plot(samples, measures),
-        curves_plot=curves,
+        means_plot=data_uri(plots["means"]),
+        histograms_plot=data_uri(plots["histograms"]),
+        curves_plot=data_uri(curves) if curves is not None else None,
         curve_sources=curve_sources,
         reward_models=reward_model_section(results),
         tables=tables,
