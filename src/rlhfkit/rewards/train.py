@@ -68,6 +68,7 @@ from rlhfkit.rewards.transforms import offset_scale
 from rlhfkit.train.distributed import (
     all_reduce_sum,
     check_split,
+    clip_gradients,
     full_parameters,
     is_sharded,
     params_sharded,
@@ -353,7 +354,7 @@ def run_reward_training(cfg: RewardTrainConfig, progress: bool = True,
                     loss_sum = (binary_reward_loss(rewards, local.labels.to(device)) * weight).sum()
                 # the batch mean over all processes' pairs; DDP averages over the P processes, so scale by P
                 accelerator.backward(loss_sum * (P / batch.pairs))
-                grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm))
+                grad_norm = clip_gradients(accelerator, model.parameters(), t.max_grad_norm)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad()

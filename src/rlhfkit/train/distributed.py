@@ -115,6 +115,16 @@ def all_reduce_sum(accelerator: Any, values: Sequence[float] | torch.Tensor) -> 
     return accelerator.reduce(t.to(accelerator.device), reduction="sum").cpu()
 
 
+def clip_gradients(accelerator: Any, parameters: Any, max_norm: float) -> float:
+    """Clip the (all-reduced) gradients to ``max_norm``; their norm before clipping, NaN when unknown.
+
+    Under DeepSpeed the engine clips by its own ``gradient_clipping`` setting and Accelerate can only report
+    the norm (or nothing, before the engine's first step).
+    """
+    norm = accelerator.clip_grad_norm_(parameters, max_norm)
+    return float(norm) if norm is not None else float("nan")
+
+
 def gather_rows(accelerator: Any, t: torch.Tensor, pad_value: float = 0) -> torch.Tensor:
     """Rows of ``t`` from every process, in process order; a (B, T) tensor is padded to the widest T first."""
     if accelerator.num_processes == 1:

@@ -68,6 +68,7 @@ from rlhfkit.train.checkpoint import (
 from rlhfkit.train.distributed import (
     all_reduce_sum,
     check_split,
+    clip_gradients,
     full_parameters,
     gather_objects,
     gather_rows,
@@ -275,7 +276,7 @@ def update_policy(policy: PolicyWithValueHead, model: Any, optimizer: Any, sched
                 with accelerator.accumulate(model):
                     stats, n_tokens = _micro_step(model, accelerator, rollout, idx, ppo, temperature, device, scale)
                     if accelerator.sync_gradients:  # the mini-batch's last micro-batch: gradients are complete
-                        add("policy/grad_norm", float(accelerator.clip_grad_norm_(trainable, ppo.max_grad_norm)))
+                        add("policy/grad_norm", clip_gradients(accelerator, trainable, ppo.max_grad_norm))
                     optimizer.step()  # Accelerate skips it until the gradients are complete
                     optimizer.zero_grad(set_to_none=True)
                 for k, v in stats.items():

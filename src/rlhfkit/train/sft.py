@@ -29,6 +29,7 @@ from rlhfkit.train.distributed import (
     all_reduce_sum,
     broadcast_objects,
     check_split,
+    clip_gradients,
     full_parameters,
     gather_objects,
     is_sharded,
@@ -259,7 +260,7 @@ def run_sft(cfg: Config, data: SplitData | None = None, progress: bool = True,
                     # the global token mean of this micro-batch: DDP averages over P processes, so scale by P
                     accelerator.backward(loss_sum * (P / max(global_n, 1.0)))
                     if accelerator.sync_gradients:
-                        grad_norm = float(accelerator.clip_grad_norm_(model.parameters(), s.max_grad_norm))
+                        grad_norm = clip_gradients(accelerator, model.parameters(), s.max_grad_norm)
                     optimizer.step()
                     scheduler.step()
                     optimizer.zero_grad()
