@@ -31,10 +31,13 @@ def _load(args: argparse.Namespace):
 
 
 def _cmd_sft(args: argparse.Namespace) -> int:
+    from rlhfkit.train.distributed import is_main_process
     from rlhfkit.train.sft import run_sft
 
     cfg = _load(args)
     result = run_sft(cfg, progress=not args.no_progress)
+    if not is_main_process():  # under accelerate launch one summary, from the main process
+        return 0
     f = result.final
     print(f"trained {result.steps} steps in {result.train_seconds:.1f} s; eval loss {f['eval_loss']:.3f}, "
           f"ROUGE-1/2/L {f['rouge1']:.3f}/{f['rouge2']:.3f}/{f['rougeL']:.3f}, "
@@ -45,12 +48,15 @@ def _cmd_sft(args: argparse.Namespace) -> int:
 
 def _cmd_ppo(args: argparse.Namespace) -> int:
     from rlhfkit.config import replace
+    from rlhfkit.train.distributed import is_main_process
     from rlhfkit.train.ppo import run_ppo
 
     cfg = _load(args)
     if args.sft_adapter:
         cfg = replace(cfg, **{"ppo.sft_adapter": args.sft_adapter})
     result = run_ppo(cfg, resume=args.resume, progress=not args.no_progress)
+    if not is_main_process():  # under accelerate launch one summary, from the main process
+        return 0
     ran = [h for h in result.history if not h.get("skipped")]
     if ran:
         first, last = ran[0], ran[-1]

@@ -92,6 +92,12 @@ class PolicyWithValueHead(nn.Module):
         entropy = entropy_from_logits(logits.detach(), temperature) if with_entropy else None
         return TokenScores(logprobs, values, entropy)
 
+    def forward(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, response_ids: torch.Tensor,
+                temperature: float, with_entropy: bool = False) -> TokenScores:  # fmt: skip
+        """The training pass, :meth:`score`; called through a DDP / DeepSpeed / FSDP wrapper, the wrapper sees it
+        and all-reduces (or shards) the gradients, which a direct call to ``score`` would bypass."""
+        return self.score(prompt_ids, prompt_mask, response_ids, temperature, with_entropy)
+
     def values_from_hidden(self, hidden: torch.Tensor) -> torch.Tensor:
         """(B, T, H) hidden states → (B, T) values, computed in fp32 for a stable regression target."""
         return self.value_head(hidden.float()).squeeze(-1)
