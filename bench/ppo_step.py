@@ -108,9 +108,12 @@ def run_rlhfkit(preset: str, precision: str, steps: int) -> dict:
     def mean(key: str) -> float:
         return sum(h[key] for h in timed) / len(timed)
 
+    # run.device is auto: on a machine with a GPU the policy runs there (bf16 on Ampere or newer)
+    gpu = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
     return {"generate": mean("time/generate"), "score": mean("time/score"), "reference": mean("time/reference"),
             "update": mean("time/update") + mean("time/advantages"), "step": mean("time/step"),
-            "peak_rss_mib": peak_rss_mib(), "response_tokens": mean("response/length_mean")}  # fmt: skip
+            "peak_rss_mib": peak_rss_mib(), "response_tokens": mean("response/length_mean"),
+            "samples_per_second": BATCH / mean("time/step"), "peak_gpu_mib": gpu}  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------------
@@ -167,6 +170,9 @@ def main() -> None:
         for name, r in results.items():
             print(f"{preset:22s} {name:26s} {r['generate']:9.2f} {r['score']:7.3f} {r['reference']:9.2f} "
                   f"{r['update']:8.2f} {r['step']:8.2f} {r['peak_rss_mib']:8.0f} MiB")  # fmt: skip
+            if r.get("peak_gpu_mib") is not None:
+                print(f"{'':22s} {'':26s} {r['samples_per_second']:.1f} samples/s, peak GPU memory "
+                      f"{r['peak_gpu_mib']:.0f} MiB")  # fmt: skip
         if not args.skip_trl:
             ours32, ours16 = results["rlhfkit fp32"], results["rlhfkit bf16"]
             trl_b, trl_lab = results["TRL 0.11.4 batched fp32"], results["TRL 0.11.4 lab fp32"]

@@ -31,10 +31,13 @@ def _load(args: argparse.Namespace):
 
 
 def _cmd_sft(args: argparse.Namespace) -> int:
+    from rlhfkit.train.distributed import is_main_process
     from rlhfkit.train.sft import run_sft
 
     cfg = _load(args)
     result = run_sft(cfg, progress=not args.no_progress)
+    if not is_main_process():  # under accelerate launch one summary, from the main process
+        return 0
     f = result.final
     print(f"trained {result.steps} steps in {result.train_seconds:.1f} s; eval loss {f['eval_loss']:.3f}, "
           f"ROUGE-1/2/L {f['rouge1']:.3f}/{f['rouge2']:.3f}/{f['rougeL']:.3f}, "
@@ -45,12 +48,15 @@ def _cmd_sft(args: argparse.Namespace) -> int:
 
 def _cmd_ppo(args: argparse.Namespace) -> int:
     from rlhfkit.config import replace
+    from rlhfkit.train.distributed import is_main_process
     from rlhfkit.train.ppo import run_ppo
 
     cfg = _load(args)
     if args.sft_adapter:
         cfg = replace(cfg, **{"ppo.sft_adapter": args.sft_adapter})
     result = run_ppo(cfg, resume=args.resume, progress=not args.no_progress)
+    if not is_main_process():  # under accelerate launch one summary, from the main process
+        return 0
     ran = [h for h in result.history if not h.get("skipped")]
     if ran:
         first, last = ran[0], ran[-1]
@@ -64,7 +70,8 @@ def _cmd_ppo(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from rlhfkit.demo import run_demo
 
-    run_demo(args.output_dir, seed=args.seed, overrides=args.overrides, progress=not args.no_progress)
+    run_demo(args.output_dir, seed=args.seed, overrides=args.overrides, progress=not args.no_progress,
+             human=args.human, kl_comparison=args.kl_comparison)
     return 0
 
 
@@ -142,13 +149,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar and sample tables")
     p.set_defaults(func=_cmd_ppo)
 
-    p = sub.add_parser("demo", help="the offline demo on the built-in synthetic task",
-                       description="Build tiny-t5, generate the synthetic corpus, fine-tune with LoRA and show "
-                       "sample summaries with their toxicity. Finished stages are reused on a rerun.")  # fmt: skip
+    p = sub.add_parser("demo", help="the whole RLHF loop, offline, on the built-in synthetic task",
+                       description="Build tiny-t5 → SFT with LoRA → sample comparison pairs → annotators label them "
+                       "(simulated, or you with --human) → train a reward model → PPO against it → evaluate SFT vs "
+                       "PPO on held-out prompts (report.html). Finished stages are reused on a rerun.")  # fmt: skip
     p.add_argument("--output-dir", "-o", default="runs/demo", help="output folder (default: runs/demo)")
     p.add_argument("--seed", type=int, default=0, help="seed of the whole demo (default: 0)")
     p.add_argument("--set", "-s", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
-                   help="override a setting of the demo recipe, e.g. --set sft.max_steps=100")  # fmt: skip
+                   help="override a setting of the demo recipe, e.g. --set ppo.steps=60")  # fmt: skip
+    p.add_argument("--human", action="store_true",
+                   help="label the pairs yourself in the labeling app (opens on localhost) instead of simulated "
+                   "annotators")  # fmt: skip
+    p.add_argument("--kl-comparison", action="store_true",
+                   help="also run PPO with beta = 0 and compare it, to see what the KL penalty does")  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=_cmd_demo)
 
@@ -180,6 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
     from rlhfkit.rewards.cli import register as register_rewards
 
     register_rewards(sub)
+
+    from rlhfkit.eval.cli import register as register_eval
+
+    register_eval(sub)
     return parser
 
 

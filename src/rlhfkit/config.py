@@ -29,7 +29,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationE
 
 from rlhfkit.errors import ConfigError
 from rlhfkit.io import write_text_atomic
-from rlhfkit.rewards.config import RewardConfig
+from rlhfkit.rewards.config import RewardConfig, RewardSpec
 from rlhfkit.runconfig import PRECISIONS, RunConfig
 
 # The course lab's prompt: the instruction, the dialogue, then a cue for the summary.
@@ -199,6 +199,8 @@ class PPOConfig:
     """Subtract this from the score of a response that never produced EOS (null = no penalty)."""
     target_approx_kl: Optional[float] = None
     """Stop the step's remaining updates once approx-KL(old, new) exceeds this (null = never)."""
+    update_dropout: bool = False
+    """Dropout (the model's and LoRA's) during the update; off as in TRL's PPOTrainer and torchtune's PPO recipe."""
     sft_adapter: Optional[str] = None
     """SFT adapter folder to start from; it is merged into the base and becomes the reference."""
     rollout_logprobs: str = "auto"
@@ -221,6 +223,35 @@ class PPOConfig:
     """Also log statistics to TensorBoard through Accelerate's tracker."""
 
 
+TOXICITY_KINDS = ("lexicon", "classifier")
+
+
+def _lexicon_toxicity() -> RewardSpec:
+    return RewardSpec(kind="lexicon", label="hate", output="prob", name="toxicity")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    policies: list[str] = field(default_factory=list)
+    """Policies to compare, as NAME=PATH (adapter folder from sft/ppo, or 'base'); the first is the baseline."""
+    reference: Optional[str] = None
+    """Name of the policy that KL is measured against (null = the first policy)."""
+    prompts: int = 256
+    """Held-out prompts to evaluate on (all of the split if it has fewer)."""
+    split: str = "test"
+    """Which split's prompts: test (held out) or train."""
+    seed: int = 1234
+    """Sampling seed; prompt i gets its own random stream from (seed, i), the same under every policy."""
+    toxicity: RewardSpec = field(default_factory=_lexicon_toxicity)
+    """Toxicity measure: kind lexicon (1 if a lexicon insult occurs) or classifier (probability of `label`)."""
+    confidence: float = 0.95
+    """Level of the bootstrap confidence intervals."""
+    bootstrap_resamples: int = 2000
+    """Bootstrap resamples per interval."""
+    table_rows: int = 20
+    """Rows of each before/after table shown in report.html (the CSV files hold every prompt)."""
+
+
 @dataclass(frozen=True)
 class Config:
     run: RunConfig = field(default_factory=RunConfig)
@@ -239,6 +270,8 @@ class Config:
     """PPO with a KL penalty against a frozen reference."""
     reward: RewardConfig = field(default_factory=RewardConfig)
     """What PPO optimises: a weighted sum of reward terms (classifier, reward model, callable, lexicon, ...)."""
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    """`rlhfkit eval`: which policies, prompts and scorers, and the statistics."""
 
     def validate(self) -> None:
         """Check the rules that involve more than one field; raise ConfigError on the first broken one."""
@@ -303,6 +336,49 @@ def _problems(cfg: Config) -> list[str]:
     p.extend(_ppo_problems(cfg.ppo, gen))
     if cfg.reward.rewards:  # SFT needs no reward; PPO checks that one is given before it starts
         p.extend(cfg.reward.problems("reward.rewards"))
+    p.extend(_eval_problems(cfg.eval))
+    return p
+
+
+def parse_policy(entry: str) -> tuple[str, str]:
+    """``NAME=PATH`` → (NAME, PATH); a bare path is named after its run folder (runs/ppo/adapter → ppo)."""
+    if "=" in entry:
+        name, path = entry.split("=", 1)
+        return name.strip(), path.strip()
+    path = Path(entry.strip())
+    if entry.strip() == "base":
+        return "base", "base"
+    name = path.parent.name if path.name == "adapter" and path.parent.name else path.name
+    return name or entry.strip(), entry.strip()
+
+
+def _eval_problems(ev: EvalConfig) -> list[str]:
+    p: list[str] = []
+    names = [parse_policy(e)[0] for e in ev.policies]
+    if any(not n or not parse_policy(e)[1] for n, e in zip(names, ev.policies)):
+        p.append("every eval.policies entry needs a name and a path, like sft=runs/sft/adapter")
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        p.append(f"eval.policies names must be unique; {', '.join(duplicates)} appear more than once "
+                 "(name them: --policy sft=runs/a/adapter --policy ppo=runs/b/adapter)")  # fmt: skip
+    if ev.reference is not None and ev.policies and ev.reference not in names:
+        p.append(f"eval.reference {ev.reference!r} is not one of the policies ({', '.join(names)})")
+    if ev.prompts <= 0:
+        p.append(f"eval.prompts must be positive, got {ev.prompts}")
+    if ev.split not in ("train", "test"):
+        p.append(f"eval.split must be train or test, got {ev.split!r}")
+    if not 0.5 <= ev.confidence < 1.0:
+        p.append(f"eval.confidence must be in [0.5, 1), got {ev.confidence}")
+    if ev.bootstrap_resamples < 100:
+        p.append(f"eval.bootstrap_resamples must be at least 100, got {ev.bootstrap_resamples}")
+    if ev.table_rows < 0:
+        p.append("eval.table_rows must be >= 0")
+    if ev.toxicity.kind not in TOXICITY_KINDS:
+        p.append(f"eval.toxicity.kind must be lexicon or classifier, got {ev.toxicity.kind!r}")
+    elif ev.toxicity.kind == "classifier":
+        p.extend(ev.toxicity.problems("eval.toxicity"))
+        if not ev.toxicity.label:
+            p.append("eval.toxicity.label must name the toxic class of the classifier (e.g. hate)")
     return p
 
 

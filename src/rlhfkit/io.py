@@ -8,7 +8,17 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
+# mkstemp creates files readable by the owner only; finished files get the usual permissions instead
+_FILE_MODE = 0o666 & ~_umask()
 
 
 def write_lines_atomic(path: str | os.PathLike, lines: Iterable[str]) -> int:
@@ -18,23 +28,38 @@ def write_lines_atomic(path: str | os.PathLike, lines: Iterable[str]) -> int:
     then the folder is fsynced so the rename itself survives a crash: a reader sees the old file or the
     complete new one, never half of it.
     """
-    path = Path(path)
+
+    def write(f: Any) -> int:
+        count = 0
+        for line in lines:
+            f.write(line)
+            count += 1
+        return count
+
+    return _write_atomic(Path(path), write, binary=False)
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (see :func:`write_lines_atomic`)."""
+    _write_atomic(Path(path), lambda f: f.write(data), binary=True)
+    return Path(path)
+
+
+def _write_atomic(path: Path, write: Callable[[Any], int], binary: bool) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    count = 0
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            for line in lines:
-                f.write(line)
-                count += 1
+        with (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline="\n")) as f:
+            result = write(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_directory(path.parent)
-    return count
+    return result
 
 
 def _fsync_directory(directory: Path) -> None:

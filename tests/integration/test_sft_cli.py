@@ -1,4 +1,4 @@
-"""`rlhfkit sft` and `rlhfkit demo` end to end on tiny models, through the real CLI entry point."""
+"""`rlhfkit sft` end to end on tiny models, through the real CLI entry point (the demo: test_demo.py)."""
 
 from __future__ import annotations
 
@@ -51,23 +51,6 @@ def test_sft_end_to_end_writes_adapter_config_and_metrics(tmp_path, capsys, reci
     assert first_loss < final["eval_loss"] + 0.5  # started from the trained adapter, not from scratch
 
 
-@pytest.mark.slow
-def test_demo_runs_and_reuses_finished_stages(tmp_path, capsys):
-    out = tmp_path / "demo"
-    args = ["demo", "-o", str(out), "--no-progress", *_sets(FAST)]
-    assert main(args) == 0
-    first = capsys.readouterr().out
-    assert "toxic" in first and "ROUGE-L" in first
-    assert (out / "sft" / "adapter" / "adapter_config.json").is_file()
-    stamp = (out / ".stages" / "sft.json").stat().st_mtime
-    assert main(args) == 0  # a rerun with the same settings resumes after the last finished stage
-    second = capsys.readouterr().out
-    assert "done earlier" in second and (out / ".stages" / "sft.json").stat().st_mtime == stamp
-    assert main(["demo", "-o", str(out), "--no-progress", *_sets(FAST + ["sft.max_steps=13"])]) == 0
-    assert "done earlier, reusing" in capsys.readouterr().out.split("supervised")[0]  # the preset is reused ...
-    assert json.loads((out / ".stages" / "sft.json").read_text())["result"]["steps"] == 13  # ... SFT reran
-
-
 def _write_jsonl(path, rows):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
@@ -112,7 +95,7 @@ def test_adapter_for_another_base_model_via_cli(tmp_path, capsys):
 def test_console_script_help_and_config_explain(tmp_path):
     exe = Path(sys.executable).parent / "rlhfkit"
     cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "rlhfkit"]
-    for sub in ([], ["sft"], ["ppo"], ["demo"], ["presets"], ["config"], ["data"], ["feedback"], ["reward"]):
+    for sub in ([], ["sft"], ["ppo"], ["demo"], ["presets"], ["config"], ["data"], ["feedback"], ["reward"], ["eval"]):
         done = subprocess.run([*cmd, *sub, "--help"], capture_output=True, text=True, check=True)
         assert "usage: rlhfkit" in done.stdout
     explained = subprocess.run([*cmd, "config", "--explain"], capture_output=True, text=True, check=True).stdout

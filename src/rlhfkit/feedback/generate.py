@@ -52,9 +52,18 @@ def sample_candidates(model_cfg: ModelConfig, gen: GenerationConfig, policies: S
         # the same seed for every policy: paired sampling, so differences come from the policies
         out = generate(loaded.model, loaded.tokenizer, list(prompts), gen, loaded.is_encoder_decoder, seed=seed + j)
         for i, text in enumerate(out.texts):
-            candidates[i].append(text)
+            candidates[i].append(storable(text))
             sources[i].append(name)
     return Candidates(list(prompts), candidates, sources)
+
+
+def storable(text: str) -> str:
+    """``text`` with NUL characters replaced by U+FFFD, so that any database can store it.
+
+    A byte-level tokenizer can decode any byte, NUL included, and an undertrained policy does emit
+    such tokens; PostgreSQL refuses NUL in text, so the store refuses it everywhere (see ``store``).
+    """
+    return text.replace("\x00", "\ufffd")
 
 
 def add_generate_command(commands: argparse._SubParsersAction) -> None:

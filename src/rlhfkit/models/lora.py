@@ -96,12 +96,17 @@ def load_adapter_as_trainable(base_model: Any, adapter_path: str | Path, adapter
         ) from None
 
 
-def save_adapter(model: Any, tokenizer: Any, out_dir: str | Path, source: str, extra: dict | None = None) -> Path:
-    """Save adapter weights, tokenizer and the base-model fingerprint into ``out_dir``."""
+def save_adapter(model: Any, tokenizer: Any, out_dir: str | Path, source: str, extra: dict | None = None,
+                 state_dict: dict | None = None) -> Path:  # fmt: skip
+    """Save adapter weights, tokenizer and the base-model fingerprint into ``out_dir``.
+
+    ``state_dict``: the model's full weights gathered across processes (ZeRO-3 / FSDP), when the model's own
+    parameters are only shards; peft picks the adapter's tensors out of it.
+    """
     base_config = model.get_base_model().config if hasattr(model, "get_base_model") else model.config
     meta = {"base_model": {**model_fingerprint(base_config), "source": source}, **(extra or {})}
     with atomic_dir(out_dir) as staging:
-        model.save_pretrained(staging)
+        model.save_pretrained(staging, **({"state_dict": state_dict} if state_dict is not None else {}))
         tokenizer.save_pretrained(staging)
         (staging / ADAPTER_META).write_text(json.dumps(meta, indent=2))
     return Path(out_dir)

@@ -78,27 +78,9 @@ class PolicyWithValueHead(nn.Module):
 
     def _lm_forward(self, model: Any, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, response_ids: torch.Tensor
                     ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
-        """(B, T, V) logits that predict each response token, and the (B, T, H) hidden states behind them.
-
-        The hidden state is the output layer's input, recorded by a hook (``output_hidden_states`` would
-        return, and in a no-grad pass keep alive, every layer's).
-        """
-        T = response_ids.shape[1]
-        if self.is_encoder_decoder:
-            start = torch.full_like(response_ids[:, :1], decoder_start_id(model, self.tokenizer.pad_token_id))
-            decoder_input_ids = torch.cat([start, response_ids[:, :-1]], dim=1)  # (B, T) shifted right
-            with output_layer_inputs(model) as seen:
-                out = model(input_ids=prompt_ids, attention_mask=prompt_mask, decoder_input_ids=decoder_input_ids,
-                            use_cache=False)  # fmt: skip
-            return out.logits, seen[-1]
-        input_ids = torch.cat([prompt_ids, response_ids], dim=1)  # (B, P + T)
-        attention_mask = torch.cat([prompt_mask, torch.ones_like(response_ids)], dim=1)
-        # left-padded prompts: positions count from each row's first real token (DESIGN, PPO detail 5)
-        with output_layer_inputs(model) as seen:
-            out = model(input_ids=input_ids, attention_mask=attention_mask,
-                        position_ids=position_ids_from_mask(attention_mask), use_cache=False, logits_to_keep=T + 1)  # fmt: skip
-        # logits_to_keep=T+1 keeps positions P-1 .. P+T-1; position P-1+t predicts response token t
-        return out.logits[:, :T], seen[-1][:, :T]
+        """(B, T, V) logits that predict each response token, and the (B, T, H) hidden states behind them."""
+        start_id = decoder_start_id(self.model.get_base_model().config, self.tokenizer.pad_token_id)
+        return teacher_forced(model, self.is_encoder_decoder, start_id, prompt_ids, prompt_mask, response_ids)
 
     def score(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, response_ids: torch.Tensor,
               temperature: float, with_entropy: bool = False, entropy_grad: bool = False) -> TokenScores:  # fmt: skip
@@ -115,6 +97,12 @@ class PolicyWithValueHead(nn.Module):
             with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
                 entropy = entropy_from_logits(logits, temperature)
         return TokenScores(logprobs, values, entropy)
+
+    def forward(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, response_ids: torch.Tensor,
+                temperature: float, with_entropy: bool = False, entropy_grad: bool = False) -> TokenScores:  # fmt: skip
+        """The training pass, :meth:`score`; called through a DDP / DeepSpeed / FSDP wrapper, the wrapper sees it
+        and all-reduces (or shards) the gradients, which a direct call to ``score`` would bypass."""
+        return self.score(prompt_ids, prompt_mask, response_ids, temperature, with_entropy, entropy_grad)
 
     def values_from_hidden(self, hidden: torch.Tensor) -> torch.Tensor:
         """(B, T, H) hidden states → (B, T) values, computed in fp32 for a stable regression target."""
@@ -156,6 +144,33 @@ class PolicyWithValueHead(nn.Module):
                     raise RlhfkitError(f"checkpoint tensor {name} has shape {tuple(state[name].shape)}, "
                                        f"the policy expects {tuple(p.shape)}; the run's configuration differs.")  # fmt: skip
                 p.copy_(state[name].to(p.device, p.dtype))
+
+
+def teacher_forced(model: Any, is_encoder_decoder: bool, start_id: int, prompt_ids: torch.Tensor,
+                   prompt_mask: torch.Tensor, response_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """One pass over (prompt, response): (B, T, V) logits predicting each response token, (B, T, H) hidden.
+
+    prompt_ids, prompt_mask: (B, P); response_ids: (B, T). The hidden states are the output layer's input
+    (the decoder's last hidden state for encoder-decoders) at the positions that predict each response
+    token, recorded by a hook: ``output_hidden_states`` would return, and in a no-grad pass keep alive,
+    every layer's.
+    """
+    T = response_ids.shape[1]
+    if is_encoder_decoder:
+        start = torch.full_like(response_ids[:, :1], start_id)
+        decoder_input_ids = torch.cat([start, response_ids[:, :-1]], dim=1)  # (B, T) shifted right
+        with output_layer_inputs(model) as seen:
+            out = model(input_ids=prompt_ids, attention_mask=prompt_mask, decoder_input_ids=decoder_input_ids,
+                        use_cache=False)  # fmt: skip
+        return out.logits, seen[-1]
+    input_ids = torch.cat([prompt_ids, response_ids], dim=1)  # (B, P + T)
+    attention_mask = torch.cat([prompt_mask, torch.ones_like(response_ids)], dim=1)
+    # left-padded prompts: positions count from each row's first real token (DESIGN, PPO detail 5)
+    with output_layer_inputs(model) as seen:
+        out = model(input_ids=input_ids, attention_mask=attention_mask,
+                    position_ids=position_ids_from_mask(attention_mask), use_cache=False, logits_to_keep=T + 1)  # fmt: skip
+    # logits_to_keep=T+1 keeps positions P-1 .. P+T-1; position P-1+t predicts response token t
+    return out.logits[:, :T], seen[-1][:, :T]
 
 
 @contextmanager

@@ -10,6 +10,8 @@ Masks may be bool or float tensors; any non-zero entry marks a valid token.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 __all__ = ["explained_variance", "masked_mean", "masked_sum", "masked_var", "masked_whiten"]
@@ -89,7 +91,11 @@ def masked_var(x: torch.Tensor, mask: torch.Tensor, unbiased: bool = True) -> to
 
 
 def masked_whiten(
-    x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8
+    x: torch.Tensor,
+    mask: torch.Tensor,
+    shift_mean: bool = True,
+    eps: float = 1e-8,
+    reduce_sum: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Normalise ``x`` to unit (unbiased) variance over the valid tokens; masked positions become 0.
 
@@ -104,6 +110,9 @@ def masked_whiten(
             original mean: (x − mean) / std + mean. lm-human-preferences (Ziegler et al. 2019) whitens
             rewards this way so that their sign is not changed.
         eps: added to the variance before the square root.
+        reduce_sum: when the batch is split across processes, a function that sums a small tensor over
+            all of them; mean and variance are then those of the whole batch (two passes: the sum and
+            count, then the squared deviations), so every process whitens with the same statistics.
 
     Returns:
         (B, T) whitened values; 0 at masked positions.
@@ -113,8 +122,19 @@ def masked_whiten(
     """
     _require_same_shape(x=x, mask=mask)
     valid = _as_bool(mask)
-    mean = masked_mean(x, valid)
-    var = masked_var(x, valid, unbiased=True)
+    if reduce_sum is None:
+        mean = masked_mean(x, valid)
+        var = masked_var(x, valid, unbiased=True)
+    else:
+        total, count = reduce_sum(torch.stack([masked_sum(x, valid), valid.sum().to(x.dtype)])).tolist()
+        if count < 2:
+            raise ValueError(
+                f"masked_whiten: the unbiased variance needs at least 2 valid tokens, the batch has {count:.0f}"
+            )
+        mean = torch.tensor(total / count, dtype=x.dtype, device=x.device)
+        centered = x - mean
+        squares = float(reduce_sum(masked_sum(centered * centered, valid).reshape(1))[0])
+        var = torch.tensor(squares / (count - 1), dtype=x.dtype, device=x.device)
     whitened = (x - mean) * torch.rsqrt(var + eps)
     if not shift_mean:
         whitened = whitened + mean

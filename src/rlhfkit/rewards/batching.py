@@ -97,6 +97,32 @@ def _make_batch(pairs: Sequence[IndexedPair]) -> PairBatch:
     )
 
 
+def shard_pair_batch(batch: PairBatch, rank: int, num_processes: int) -> tuple[PairBatch, torch.Tensor]:
+    """Process ``rank``'s contiguous share of ``batch``'s pairs, and a (b,) weight per pair (1, or 0 for filler).
+
+    Pairs of a prompt sit next to each other in a batch, so a contiguous share keeps most prompts whole. A
+    batch with fewer pairs than processes leaves some shares empty; such a process scores the batch's first
+    pair with weight 0, so that it still runs the forward and backward passes that the others wait for.
+    """
+    from rlhfkit.train.distributed import shard_bounds
+
+    start, end = shard_bounds(batch.pairs, rank, num_processes)
+    weight = torch.ones(end - start)
+    if start == end:
+        start, end, weight = 0, 1, torch.zeros(1)
+    chosen, rejected = batch.chosen[start:end], batch.rejected[start:end]
+    used = sorted(set(chosen.tolist()) | set(rejected.tolist()))
+    position = {old: new for new, old in enumerate(used)}
+    shard = PairBatch(
+        texts=[batch.texts[i] for i in used],
+        chosen=torch.tensor([position[i] for i in chosen.tolist()], dtype=torch.long),
+        rejected=torch.tensor([position[i] for i in rejected.tolist()], dtype=torch.long),
+        margin=batch.margin[start:end],
+        target=batch.target[start:end],
+    )
+    return shard, weight
+
+
 def pair_batches(pairs: Sequence[IndexedPair], lengths: Sequence[int], batch_size: int, seed: int,
                  length_sorted: bool = True, window: int = 64) -> list[PairBatch]:  # fmt: skip
     """One epoch of batches of about ``batch_size`` pairs; a prompt's pairs are never split.
@@ -164,3 +190,14 @@ def label_batches(texts: Sequence[int], labels: Sequence[bool], batch_size: int,
                    torch.tensor([float(labels[i]) for i in order[s : s + batch_size]]))
         for s in range(0, len(order), batch_size)
     ]
+
+
+def shard_label_batch(batch: LabelBatch, rank: int, num_processes: int) -> tuple[LabelBatch, torch.Tensor]:
+    """Process ``rank``'s contiguous share of ``batch``, and a weight per example (0 for a filler, as above)."""
+    from rlhfkit.train.distributed import shard_bounds
+
+    start, end = shard_bounds(len(batch.texts), rank, num_processes)
+    weight = torch.ones(end - start)
+    if start == end:
+        start, end, weight = 0, 1, torch.zeros(1)
+    return LabelBatch(batch.texts[start:end], batch.labels[start:end]), weight

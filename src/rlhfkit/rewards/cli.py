@@ -50,6 +50,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from rlhfkit.config import load_config, replace
     from rlhfkit.rewards.config import RewardTrainConfig
     from rlhfkit.rewards.train import run_reward_training
+    from rlhfkit.train.distributed import is_main_process
 
     if args.explain:
         from rlhfkit.config import explain
@@ -66,7 +67,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.output_dir:
         cfg = replace(cfg, **{"run.output_dir": args.output_dir})
     result = run_reward_training(cfg, progress=not args.no_progress)
-    print(format_training_summary(result))
+    if is_main_process():  # under accelerate launch one summary, from the main process
+        print(format_training_summary(result))
     return 0
 
 

@@ -42,6 +42,8 @@ def build_spec_reward(spec: RewardSpec) -> Reward:
     if problems:
         raise RlhfkitError("invalid reward spec: " + "; ".join(problems))
     reward = _base_reward(spec)
+    if spec.name:  # every kind takes the configured name (some constructors have no name argument)
+        reward.name = spec.name
     if spec.normalize == "fixed":
         reward = Normalized(reward, spec.offset, spec.scale)
     elif spec.normalize == "running":

@@ -14,6 +14,10 @@ The loop, top to bottom:
 
 Unpaired good/bad labels (TRL's ``prompt, completion, label``) train the same one-output model with a
 logistic loss instead, a reward > 0 meaning "good".
+
+Under `accelerate launch` with N processes, train.batch_size stays global: every process builds the same
+batches and takes a contiguous 1/N of each batch's pairs; the loss is a sum over the local pairs divided by
+the batch's pair count, so the all-reduced gradient is that of the batch mean on any number of processes.
 """
 
 from __future__ import annotations
@@ -32,7 +36,14 @@ import torch
 from rlhfkit.config import save_config
 from rlhfkit.errors import RlhfkitError
 from rlhfkit.io import atomic_dir, write_json_atomic
-from rlhfkit.rewards.batching import TextTable, index_comparisons, label_batches, pair_batches
+from rlhfkit.rewards.batching import (
+    TextTable,
+    index_comparisons,
+    label_batches,
+    pair_batches,
+    shard_label_batch,
+    shard_pair_batch,
+)
 from rlhfkit.rewards.config import RewardTrainConfig
 from rlhfkit.rewards.encoding import (
     Encoded,
@@ -54,6 +65,15 @@ from rlhfkit.rewards.preference_data import (
 )
 from rlhfkit.rewards.reward_model import MODEL_SUBDIR, RewardModelMeta
 from rlhfkit.rewards.transforms import offset_scale
+from rlhfkit.train.distributed import (
+    all_reduce_sum,
+    check_split,
+    clip_gradients,
+    full_parameters,
+    is_sharded,
+    params_sharded,
+    set_deepspeed_micro_batch,
+)
 from rlhfkit.train.metrics import MetricsWriter, read_metrics
 from rlhfkit.train.progress import StepProgress
 from rlhfkit.train.runtime import make_accelerator, quiet_libraries
@@ -232,18 +252,24 @@ def run_reward_training(cfg: RewardTrainConfig, progress: bool = True,
     cfg.validate()
     out = Path(cfg.run.output_dir)
     accelerator = make_accelerator(cfg.run)
-    main = accelerator.is_main_process
+    main, P, rank = accelerator.is_main_process, accelerator.num_processes, accelerator.process_index
+    t = cfg.train
+    check_split(P, {"train.batch_size": t.batch_size})
+    if cfg.lora.enabled and params_sharded(accelerator):
+        raise RlhfkitError("reward-model LoRA is not supported under ZeRO-3 or FSDP (the adapter is merged into "
+                           "weights that are sharded); train it with data parallelism (configs/accelerate/"
+                           "multi-gpu.yaml) or ZeRO-2, or switch lora.enabled off.")  # fmt: skip
     data, train, test = load_split(cfg)
     paired = data.kind == "pairs"
     if main:
         save_config(cfg, out)
         (out / "metrics.jsonl").unlink(missing_ok=True)
-    model, tok = load_backbone(cfg)
+    with accelerator.local_main_process_first():  # it builds a missing built-in backbone before the others look
+        model, tok = load_backbone(cfg)
     device = accelerator.device
     pad_id = tok.pad_token_id
     max_length = min(cfg.data.max_length, classifier_max_length(tok, model.config))
     use_types = getattr(model.config, "type_vocab_size", 0) >= 2
-    t = cfg.train
 
     def encode(table: TextTable) -> Encoded:
         return encode_texts(tok, table.prompts, table.responses, cfg.data.input, max_length, use_types)
@@ -264,9 +290,7 @@ def run_reward_training(cfg: RewardTrainConfig, progress: bool = True,
             batches: list[Any] = pair_batches(train_pairs, lengths, t.batch_size, seed, t.length_sorted)
         else:
             batches = label_batches(train_texts, [x.label for x in train], t.batch_size, seed)
-        # each process takes its share; equal counts keep the processes in step
-        per_process = len(batches) // accelerator.num_processes or 1
-        return batches[accelerator.process_index :: accelerator.num_processes][:per_process]
+        return batches  # the same global batches on every process; each takes its share of every batch
 
     steps_per_epoch = len(epoch_batches(0))
     total_steps = t.max_steps or max(1, math.ceil(t.epochs * steps_per_epoch))
@@ -275,6 +299,7 @@ def run_reward_training(cfg: RewardTrainConfig, progress: bool = True,
     from transformers import get_linear_schedule_with_warmup
 
     scheduler = get_linear_schedule_with_warmup(optimizer, int(t.warmup_ratio * total_steps), total_steps)
+    set_deepspeed_micro_batch(accelerator, t.batch_size // P)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     metrics = MetricsWriter(out / "metrics.jsonl", enabled=main)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -285,8 +310,10 @@ def run_reward_training(cfg: RewardTrainConfig, progress: bool = True,
 
     def evaluate(step: int) -> dict[str, Any]:
         started = time.perf_counter()
-        # fp32, without autocast: the saved model is evaluated as the reward will run it
-        scores = _scores(accelerator.unwrap_model(model), test_enc, pad_id, t.eval_batch_size, device)
+        # fp32, without autocast: the saved model is evaluated as the reward will run it. Every process scores
+        # every held-out text (cheap next to training; under ZeRO-3 all must run the same forward passes).
+        with full_parameters(accelerator, model):
+            scores = _scores(accelerator.unwrap_model(model), test_enc, pad_id, t.eval_batch_size, device)
         seconds = time.perf_counter() - started
         if paired:
             report = pairwise_report(
@@ -309,30 +336,37 @@ def run_reward_training(cfg: RewardTrainConfig, progress: bool = True,
         while step < total_steps:
             for batch in epoch_batches(epoch):
                 started = time.perf_counter()
-                inputs = pad_batch(train_enc, batch.texts, pad_id, device)
+                if paired:
+                    local, weight = shard_pair_batch(batch, rank, P)
+                else:
+                    local, weight = shard_label_batch(batch, rank, P)
+                weight = weight.to(device)
+                inputs = pad_batch(train_enc, local.texts, pad_id, device)
                 with accelerator.autocast():
                     rewards = model(**inputs).logits.squeeze(-1).float()  # (U,) one per distinct text
                 if paired:
-                    r_c, r_r = rewards[batch.chosen.to(device)], rewards[batch.rejected.to(device)]
-                    margin = batch.margin.to(device) if t.use_margin else None
-                    loss = bradley_terry_loss(r_c, r_r, margin, batch.target.to(device)).mean()
-                    if t.center_coefficient:
-                        loss = loss + t.center_coefficient * centering_penalty(r_c, r_r)
+                    r_c, r_r = rewards[local.chosen.to(device)], rewards[local.rejected.to(device)]
+                    margin = local.margin.to(device) if t.use_margin else None
+                    loss_sum = (bradley_terry_loss(r_c, r_r, margin, local.target.to(device)) * weight).sum()
+                    if t.center_coefficient:  # a mean over the local pairs, times their count: their sum
+                        loss_sum = loss_sum + t.center_coefficient * centering_penalty(r_c, r_r) * weight.sum()
                 else:
-                    loss = binary_reward_loss(rewards, batch.labels.to(device)).mean()
-                accelerator.backward(loss)
-                accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm)
+                    loss_sum = (binary_reward_loss(rewards, local.labels.to(device)) * weight).sum()
+                # the batch mean over all processes' pairs; DDP averages over the P processes, so scale by P
+                accelerator.backward(loss_sum * (P / batch.pairs))
+                grad_norm = clip_gradients(accelerator, model.parameters(), t.max_grad_norm)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad()
                 train_seconds += time.perf_counter() - started
                 step += 1
                 examples += batch.pairs
-                value = float(loss.detach())
+                value = float(all_reduce_sum(accelerator, [float(loss_sum.detach())])[0]) / batch.pairs
                 bar.advance(loss=value)
                 if step % t.log_every == 0 or step == total_steps:
-                    record = {"event": "train", "step": step, "loss": value, "lr": scheduler.get_last_lr()[0],
-                              "examples": examples, "train_seconds": train_seconds}  # fmt: skip
+                    record = {"event": "train", "step": step, "loss": value, "grad_norm": grad_norm,
+                              "lr": scheduler.get_last_lr()[0], "examples": examples,
+                              "train_seconds": train_seconds}  # fmt: skip
                     metrics.write(record)
                     if on_log:
                         on_log(record)
@@ -344,25 +378,28 @@ def run_reward_training(cfg: RewardTrainConfig, progress: bool = True,
 
     heldout = evaluate(step)
     unwrapped = accelerator.unwrap_model(model)
+    # a collective call: under ZeRO-3 / FSDP it gathers the sharded weights (every process must make it)
+    full_state = accelerator.get_state_dict(model) if is_sharded(accelerator) else None
     prompts, responses, described = _reference_texts(cfg, train)
     offset, scale = 0.0, 1.0
     if cfg.normalize.enabled:
         ref_enc = encode_texts(tok, prompts, responses, cfg.data.input, max_length, use_types)
         # measured in fp32, as ClassifierReward scores: the saved offset and scale must match its scores
-        raw = _scores(unwrapped, ref_enc, pad_id, t.eval_batch_size, device)
+        with full_parameters(accelerator, model):
+            raw = _scores(unwrapped, ref_enc, pad_id, t.eval_batch_size, device)
         offset, scale = offset_scale(raw.tolist(), name="the trained reward model")
     agreement = annotator_agreement(list(data.comparisons) + (test if paired and cfg.data.eval_files else []))
     result = RewardTrainResult(out, out / MODEL_SUBDIR, step, examples, train_seconds, heldout, offset, scale,
                                data.report, agreement, truncated, heldout.get("scoring_texts_per_second", 0.0),
                                data.kind)  # fmt: skip
     if main:
-        _save(result, cfg, unwrapped, tok, max_length, described)
+        _save(result, cfg, unwrapped, tok, max_length, described, full_state)
     accelerator.wait_for_everyone()
     return result
 
 
 def _save(result: RewardTrainResult, cfg: RewardTrainConfig, model: Any, tokenizer: Any, max_length: int,
-          reference: str) -> None:  # fmt: skip
+          reference: str, full_state: dict[str, Any] | None = None) -> None:  # fmt: skip
     if cfg.lora.enabled:
         model = model.merge_and_unload()  # a plain classifier folder: loading needs no peft
     heldout = result.heldout
@@ -373,7 +410,7 @@ def _save(result: RewardTrainResult, cfg: RewardTrainConfig, model: Any, tokeniz
                "train_examples": result.train_examples, "kind": result.kind},
     )  # fmt: skip
     with atomic_dir(result.model_dir) as staging:
-        model.save_pretrained(staging)
+        model.save_pretrained(staging, **({"state_dict": full_state} if full_state is not None else {}))
         tokenizer.save_pretrained(staging)
         meta.write(staging)
     out = result.output_dir

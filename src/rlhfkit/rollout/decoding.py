@@ -21,7 +21,7 @@ from __future__ import annotations
 import inspect
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import torch
 
@@ -84,7 +84,7 @@ def top_p_filter(scores: torch.Tensor, top_p: float) -> torch.Tensor:
     return scores.masked_fill(drop, NEG_INF)
 
 
-def sample_from(probs: torch.Tensor) -> torch.Tensor:
+def sample_from(probs: torch.Tensor, generators: Sequence[torch.Generator] | None = None) -> torch.Tensor:
     """(B,) one draw from each row of (B, V) probabilities, by inverting the cumulative distribution.
 
     ``torch.multinomial`` draws one exponential variate per vocabulary entry for a single sample (its
@@ -92,14 +92,22 @@ def sample_from(probs: torch.Tensor) -> torch.Tensor:
     a binary search give the same distribution. The cumulative sum is taken in float64, so its rounding
     cannot shift probability between tokens, and ``u`` lies in (0, total], so a zero-probability token
     (a flat step of the cdf) is never picked.
+
+    With ``generators`` (one per row, CPU) each row takes its uniform from its own stream, so a row's
+    sample depends only on its stream and its probabilities, not on the other rows of the batch.
     """
     cdf = probs.double().cumsum(dim=-1)  # (B, V)
-    u = (1.0 - torch.rand(probs.shape[0], 1, dtype=torch.float64, device=probs.device)) * cdf[:, -1:]  # (B, 1)
+    if generators is None:
+        uniform = torch.rand(probs.shape[0], 1, dtype=torch.float64, device=probs.device)
+    else:
+        uniform = torch.cat([torch.rand(1, 1, dtype=torch.float64, generator=g) for g in generators]).to(probs.device)
+    u = (1.0 - uniform) * cdf[:, -1:]  # (B, 1)
     return torch.searchsorted(cdf, u).squeeze(-1)
 
 
-def choose_next(logits: torch.Tensor, settings: DecodeSettings, step: int) -> torch.Tensor:
-    """(B,) next token ids from (B, V) float logits at 0-based ``step`` of the response."""
+def choose_next(logits: torch.Tensor, settings: DecodeSettings, step: int,
+                generators: Sequence[torch.Generator] | None = None) -> torch.Tensor:  # fmt: skip
+    """(B,) next token ids from (B, V) float logits at 0-based ``step`` of the response (see :func:`sample_from`)."""
     scores = logits
     if step < settings.min_new_tokens:
         scores = scores.clone()
@@ -108,7 +116,7 @@ def choose_next(logits: torch.Tensor, settings: DecodeSettings, step: int) -> to
         return scores.argmax(dim=-1)
     scores = scores / settings.temperature
     scores = top_p_filter(top_k_filter(scores, settings.top_k), settings.top_p)
-    return sample_from(scores.softmax(dim=-1))
+    return sample_from(scores.softmax(dim=-1), generators)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -130,9 +138,9 @@ def output_layer_inputs(model: Any) -> Iterator[list[torch.Tensor]]:
         handle.remove()
 
 
-def decoder_start_id(model: Any, pad_token_id: int) -> int:
+def decoder_start_id(config: Any, pad_token_id: int) -> int:
     """The first decoder input of an encoder-decoder: config.decoder_start_token_id, else the pad id (T5)."""
-    start = getattr(model.config, "decoder_start_token_id", None)
+    start = getattr(config, "decoder_start_token_id", None)
     return int(start if start is not None else pad_token_id)
 
 
@@ -153,12 +161,16 @@ def _cache_keyword(model: Any) -> str:
 
 @torch.no_grad()
 def decode(model: Any, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, settings: DecodeSettings, *,
-           is_encoder_decoder: bool, collect: bool = False) -> Decoded:  # fmt: skip
+           is_encoder_decoder: bool, collect: bool = False,
+           generators: Sequence[torch.Generator] | None = None) -> Decoded:  # fmt: skip
     """Sample up to ``settings.max_new_tokens`` tokens for each prompt row, stopping when every row has EOS.
 
     prompt_ids, prompt_mask: (B, P); left-padded for decoder-only models. The caller sets eval mode
-    and seeds the random stream (``torch.multinomial`` draws from the global generator).
+    and seeds the random stream: sampling draws from the global generator, or with ``generators`` (one
+    per row) each row from its own.
     """
+    if generators is not None and len(generators) != prompt_ids.shape[0]:
+        raise RlhfkitError(f"{len(generators)} generators for {prompt_ids.shape[0]} prompt rows; give one per row.")
     if settings.temperature <= 0:
         raise RlhfkitError(f"generation.temperature must be > 0, got {settings.temperature}")
     B = prompt_ids.shape[0]
@@ -168,7 +180,7 @@ def decode(model: Any, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, sett
 
         encoder_hidden = model.get_encoder()(input_ids=prompt_ids, attention_mask=prompt_mask).last_hidden_state
         fixed = {"encoder_outputs": BaseModelOutput(last_hidden_state=encoder_hidden), "attention_mask": prompt_mask}
-        start = torch.full((B, 1), decoder_start_id(model, settings.pad_token_id), dtype=torch.long, device=prompt_ids.device)
+        start = torch.full((B, 1), decoder_start_id(model.config, settings.pad_token_id), dtype=torch.long, device=prompt_ids.device)
         inputs: dict[str, Any] = {"decoder_input_ids": start}
     else:
         fixed = {}
@@ -183,7 +195,7 @@ def decode(model: Any, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, sett
             out = model(**fixed, **inputs, use_cache=True, **{cache_kw: cache})
             cache = out[cache_kw]
             logits = out.logits[:, -1].float()  # (B, V) raw logits of the next token
-            next_ids = choose_next(logits, settings, step)
+            next_ids = choose_next(logits, settings, step, generators)
             next_ids = torch.where(finished, settings.pad_token_id, next_ids)  # (B,)
             tokens.append(next_ids)
             if collect:

@@ -87,15 +87,21 @@ def generate(
     do_sample: bool | None = None,
     max_new_tokens: int | None = None,
     seed: int | None = None,
+    row_seeds: Sequence[int] | None = None,
     collect: bool = False,
 ) -> Generation:
     """Generate one response per prompt, in batches of ``gen.batch_size``, with dropout off.
 
-    ``seed`` makes sampling reproducible without disturbing the caller's global RNG state. With
+    ``seed`` makes sampling reproducible without disturbing the caller's global RNG state.
+    ``row_seeds`` (one per prompt) goes further: each prompt draws from its own random stream (a generator
+    per row, see :func:`~rlhfkit.rollout.decoding.sample_from`), so its response does not depend on the
+    batch it lands in, and two policies sampled with the same row seeds share their random numbers (paired evaluation). With
     ``collect=True`` the log-probs of the sampled tokens and the hidden states behind them are kept from
     the sampling pass itself, so a PPO rollout need not run the policy over its responses again.
     """
     check_prompts(tokenizer, prompts, gen.max_prompt_tokens)
+    if row_seeds is not None and len(row_seeds) != len(prompts):
+        raise RlhfkitError(f"row_seeds has {len(row_seeds)} seeds for {len(prompts)} prompts; give one per prompt.")
     settings = DecodeSettings(
         max_new_tokens=max_new_tokens or gen.max_new_tokens, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id, min_new_tokens=gen.min_new_tokens,
@@ -112,8 +118,12 @@ def generate(
                 torch.manual_seed(seed)
             for start in range(0, len(prompts), gen.batch_size):
                 ids, mask = encode_prompts(tokenizer, prompts[start : start + gen.batch_size])
+                generators = None
+                if settings.do_sample and row_seeds is not None:
+                    seeds = row_seeds[start : start + gen.batch_size]
+                    generators = [torch.Generator().manual_seed(int(s) % 2**63) for s in seeds]
                 out = decode(model, ids.to(device), mask.to(device), settings, is_encoder_decoder=is_encoder_decoder,
-                             collect=collect)  # fmt: skip
+                             collect=collect, generators=generators)  # fmt: skip
                 part = _finish(tokenizer, ids, mask, out.tokens.cpu())
                 if collect:
                     part.logprobs, part.last_hidden = out.logprobs.cpu(), out.last_hidden.cpu()

@@ -1,9 +1,10 @@
 """Checkpoints of a PPO run: everything needed to continue as if the run had never stopped.
 
 Layout: ``<run>/checkpoints/step-000010/`` holding the trainable tensors (adapter, fully trained modules,
-value head) as safetensors, the optimiser and scheduler states, the KL controller, RNG states and the
-step counters. Each checkpoint folder is written aside and renamed into place (see
-:func:`rlhfkit.io.atomic_dir`), so a process killed mid-write leaves the previous checkpoint intact.
+value head) as safetensors, the optimiser and scheduler states, the KL controller, RNG states (one set
+per process of a multi-process run) and the step counters; only the main process writes. Each checkpoint
+folder is written aside and renamed into place (see :func:`rlhfkit.io.atomic_dir`), so a process killed
+mid-write leaves the previous checkpoint intact.
 """
 
 from __future__ import annotations
@@ -51,13 +52,18 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(run_dir: Path, step: int, trainable: dict[str, torch.Tensor], optimizer: Any, scheduler: Any,
-                    state: dict[str, Any], keep: int) -> Path:  # fmt: skip
-    """Write checkpoint ``step`` atomically, then delete all but the newest ``keep`` checkpoints."""
+                    state: dict[str, Any], keep: int,
+                    per_process: list[dict[str, Any]] | None = None) -> Path:  # fmt: skip
+    """Write checkpoint ``step`` atomically, then delete all but the newest ``keep`` checkpoints.
+
+    ``per_process``: what each process of a multi-process run must get back on resume (its RNG states,
+    its reward normalisers), in process order; the main process writes them all, so one writer suffices.
+    """
     target = checkpoint_dir(run_dir, step)
     with atomic_dir(target) as staging:
         save_file({k: v.contiguous() for k, v in trainable.items()}, str(staging / "trainable.safetensors"))
-        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state()},
-                   staging / "training_state.pt")  # fmt: skip
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "rng": rng_state(), "per_process": per_process}, staging / "training_state.pt")  # fmt: skip
         (staging / "state.json").write_text(json.dumps({**state, "step": step}, indent=2))
     for old in list_checkpoints(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)

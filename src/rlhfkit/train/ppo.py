@@ -15,6 +15,12 @@ One step is a pipeline of short, named stages (lm-human-preferences / OpenRLHF s
 
 Randomness is derived from (seed, step, stage), so a resumed run draws exactly what an uninterrupted
 run would have drawn; checkpoints add the trainable tensors, optimiser, scheduler and KL controller.
+
+Under `accelerate launch` with N processes, the batch sizes stay global: each process generates, scores
+and trains on its contiguous share of the step's prompts (batch_size / N, sampled with seed + rank);
+advantage (and reward) whitening use the statistics of the whole batch; the losses are token sums over
+the global token count of the mini-batch, so the all-reduced gradient equals one process's on the same
+rollout; statistics are computed on the gathered batch; only the main process writes files.
 """
 
 from __future__ import annotations
@@ -52,7 +58,24 @@ from rlhfkit.ppo import (
 )
 from rlhfkit.rewards.base import check_scores
 from rlhfkit.rollout.generation import check_prompts, generate
-from rlhfkit.train.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint, set_rng_state
+from rlhfkit.train.checkpoint import (
+    list_checkpoints,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from rlhfkit.train.distributed import (
+    all_reduce_sum,
+    check_split,
+    clip_gradients,
+    full_parameters,
+    gather_objects,
+    gather_rows,
+    is_sharded,
+    set_deepspeed_micro_batch,
+    shard_bounds,
+)
 from rlhfkit.train.metrics import MetricsWriter, read_metrics
 from rlhfkit.train.progress import StepProgress
 from rlhfkit.train.runtime import make_accelerator, quiet_libraries
@@ -140,9 +163,12 @@ def generate_rollout(policy: PolicyWithValueHead, prompts: list[str], cfg: Confi
                      recompute: bool, device: torch.device) -> Rollout:  # fmt: skip
     """Stage 1: sample responses with dropout off, with their old log-probs and values.
 
-    By default these come from the generation pass itself (its per-step logits and hidden states), which in
-    fp32 agree with a teacher-forced pass to ~1e-6. Under bf16 the cached incremental pass rounds differently
-    (~4e-3 per token), so ``recompute`` runs the same teacher-forced pass the reference uses instead.
+    By default these come from the sampling pass itself (its per-step logits and last hidden states), which
+    in fp32 agree with a teacher-forced pass to ~1e-6. Under bf16 the cached incremental pass rounds
+    differently (~4e-3 per token), so ``recompute`` runs the same teacher-forced pass the reference uses
+    instead: same chunks, same shapes, so before the first update KL(policy‖reference) is exactly 0. (Reusing
+    the sampling pass's encoder output would save the encoder, but its batch shape differs, and bf16
+    matrix products round differently by shape: the KL then read ~5e-3 at step 1 on tiny-t5.)
     """
     g = generate(policy.model, policy.tokenizer, prompts, cfg.generation, policy.is_encoder_decoder,
                  do_sample=True, max_new_tokens=max_new_tokens, seed=seed, collect=not recompute)  # fmt: skip
@@ -150,7 +176,8 @@ def generate_rollout(policy: PolicyWithValueHead, prompts: list[str], cfg: Confi
                       response_ids=g.response_ids, mask=g.response_mask, ended=g.ended,
                       old_logprobs=torch.zeros_like(g.response_mask), values=torch.zeros_like(g.response_mask))  # fmt: skip
     if recompute:
-        logprobs, values = _teacher_forced_old(policy, rollout, cfg.generation.temperature, device, cfg.ppo.mini_batch_size)
+        chunk = max(cfg.ppo.mini_batch_size * len(prompts) // cfg.ppo.batch_size, 1)  # a process's share of a mini-batch
+        logprobs, values = _teacher_forced_old(policy, rollout, cfg.generation.temperature, device, chunk)
     else:
         with torch.no_grad():
             values = policy.values_from_hidden(g.last_hidden.to(device)).float().cpu()
@@ -194,26 +221,38 @@ def add_reference_logprobs(policy: PolicyWithValueHead, rollout: Rollout, temper
     rollout.ref_logprobs = _cat_padded(parts, rollout.mask.shape[1]) * rollout.mask
 
 
-def add_rewards(rollout: Rollout, ppo: PPOConfig, beta: float) -> None:
-    """Stage 4: per-token rewards = −β·KL(policy‖reference) on every token + score on the last token."""
+def add_rewards(rollout: Rollout, ppo: PPOConfig, beta: float, reduce_sum: Callable | None = None) -> None:
+    """Stage 4: per-token rewards = −β·KL(policy‖reference) on every token + score on the last token.
+
+    ``reduce_sum`` (sum over processes) makes reward whitening use the whole batch's statistics.
+    """
     rollout.kl = kl_estimate(rollout.old_logprobs, rollout.ref_logprobs, ppo.kl_estimator) * rollout.mask
     rewards = per_token_rewards(rollout.scores, rollout.kl, rollout.mask, beta)
     if ppo.whiten_rewards:
-        rewards = masked_whiten(rewards, rollout.mask, shift_mean=False)
+        rewards = masked_whiten(rewards, rollout.mask, shift_mean=False, reduce_sum=reduce_sum)
     rollout.rewards = rewards
 
 
-def add_advantages(rollout: Rollout, ppo: PPOConfig) -> None:
-    """Stage 5: GAE advantages and returns; advantages whitened over valid tokens."""
+def add_advantages(rollout: Rollout, ppo: PPOConfig, reduce_sum: Callable | None = None) -> None:
+    """Stage 5: GAE advantages and returns; advantages whitened over the valid tokens of the whole batch."""
     advantages, returns = gae_advantages(rollout.rewards, rollout.values, rollout.mask, ppo.gamma, ppo.lam)
     rollout.returns = returns
-    rollout.advantages = masked_whiten(advantages, rollout.mask)
+    rollout.advantages = masked_whiten(advantages, rollout.mask, reduce_sum=reduce_sum)
 
 
 def update_policy(policy: PolicyWithValueHead, model: Any, optimizer: Any, scheduler: Any, accelerator: Any,
                   rollout: Rollout, cfg: Config, seed: int) -> dict[str, float]:  # fmt: skip
-    """Stage 6: ppo_epochs over reshuffled mini-batches with micro-batch accumulation; returns statistics."""
+    """Stage 6: ppo_epochs over reshuffled mini-batches with micro-batch accumulation; returns statistics.
+
+    ``rollout`` holds this process's rows; each mini-batch takes mini_batch_size / N of them on each of the
+    N processes, and micro-batches of micro_batch_size / N are accumulated through Accelerate. The loss is
+    a token sum divided by the mini-batch's token count over all processes (a token mean of the whole
+    mini-batch), so neither the micro-batch size nor the number of processes changes the gradient.
+    """
     ppo, temperature, device = cfg.ppo, cfg.generation.temperature, accelerator.device
+    P = accelerator.num_processes
+    mini_size, micro_size = ppo.mini_batch_size // P, ppo.micro_batch_size // P
+    accumulation = ppo.mini_batch_size // ppo.micro_batch_size  # micro-batches per optimiser step
     B = len(rollout.prompts)
     shuffle = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)  # LoRA dropout during the update draws from the global stream
@@ -226,39 +265,56 @@ def update_policy(policy: PolicyWithValueHead, model: Any, optimizer: Any, sched
 
     trainable = [p for p in model.parameters() if p.requires_grad]
     epochs_done, stopped_early = 0, False
-    model.train()
+    # Dropout off by default (TRL's PPOTrainer and torchtune's PPO recipe disable it too): the first
+    # mini-batch then sees exactly the rollout's policy (ratio 1), and no dropout masks are drawn.
+    model.train(ppo.update_dropout)
     for _ in range(ppo.ppo_epochs):
         order = torch.randperm(B, generator=shuffle)
-        for start in range(0, B, ppo.mini_batch_size):
-            mini = order[start : start + ppo.mini_batch_size]
-            optimizer.zero_grad(set_to_none=True)
-            mb_kl = 0.0
-            for m in range(0, len(mini), ppo.micro_batch_size):
-                idx = mini[m : m + ppo.micro_batch_size]
-                stats = _micro_step(policy, accelerator, rollout, idx, ppo, temperature, device,
-                                    weight=len(idx) / len(mini))  # fmt: skip
+        for start in range(0, B, mini_size):
+            mini = order[start : start + mini_size]
+            tokens = float(all_reduce_sum(accelerator, [float(rollout.mask[mini].sum())])[0])
+            # accelerator.backward divides by the accumulation count and DDP averages over P processes
+            scale = accumulation * P / max(tokens, 1.0)
+            token_sums: dict[str, float] = {}  # statistic × tokens, summed over this process's micro-batches
+            for m in range(0, len(mini), micro_size):
+                idx = mini[m : m + micro_size]
+                with accelerator.accumulate(model):
+                    stats, n_tokens = _micro_step(model, accelerator, rollout, idx, ppo, temperature, device, scale)
+                    if accelerator.sync_gradients:  # the mini-batch's last micro-batch: gradients are complete
+                        add("policy/grad_norm", clip_gradients(accelerator, trainable, ppo.max_grad_norm))
+                    optimizer.step()  # Accelerate skips it until the gradients are complete
+                    optimizer.zero_grad(set_to_none=True)
                 for k, v in stats.items():
-                    add(k, v)
-                mb_kl += stats["policy/approx_kl"] * len(idx) / len(mini)
-            grad_norm = accelerator.clip_grad_norm_(trainable, ppo.max_grad_norm)
-            add("policy/grad_norm", float(grad_norm))
-            optimizer.step()
+                    token_sums[k] = token_sums.get(k, 0.0) + v * n_tokens
             scheduler.step()
+            # token means over the whole mini-batch, like the loss: the same on every process, and the same
+            # however the mini-batch is cut into micro-batches or shared between processes
+            names = sorted(token_sums)
+            summed = all_reduce_sum(accelerator, [token_sums[k] for k in names]).tolist()
+            mini_stats = {k: v / max(tokens, 1.0) for k, v in zip(names, summed)}
+            for k, v in mini_stats.items():
+                add(k, v)
+            # the same decision on every process (they must run the same number of updates)
+            mb_kl = mini_stats["policy/approx_kl"]
             if ppo.target_approx_kl is not None and mb_kl > ppo.target_approx_kl:
                 stopped_early = True  # the policy moved too far from the rollout policy: stop this step's updates
                 break
         epochs_done += 1
         if stopped_early:
             break
-    out = {k: sums[k] / counts[k] for k in sums}
+    out = {k: sums[k] / counts[k] for k in sums}  # means over the mini-batches: already the same everywhere
     out["ppo/epochs"] = float(epochs_done)
     out["ppo/early_stopped"] = float(stopped_early)
     return out
 
 
-def _micro_step(policy: PolicyWithValueHead, accelerator: Any, rollout: Rollout, idx: torch.Tensor, ppo: PPOConfig,
-                temperature: float, device: torch.device, weight: float) -> dict[str, float]:  # fmt: skip
-    """Forward + backward of one micro-batch; the loss is scaled by its share of the mini-batch."""
+def _micro_step(model: Any, accelerator: Any, rollout: Rollout, idx: torch.Tensor, ppo: PPOConfig,
+                temperature: float, device: torch.device, scale: float) -> tuple[dict[str, float], float]:  # fmt: skip
+    """Forward + backward of one micro-batch through the (possibly DDP-wrapped) policy ``model``.
+
+    The loss is the micro-batch's token mean times its token count times ``scale``: its share of the
+    mini-batch's global token mean. Returns the statistics (token means over the micro-batch) and its token count.
+    """
     prompt_ids, prompt_mask, response_ids = _device_batch(rollout, idx, device)
     width = response_ids.shape[1]
     mask = rollout.mask[idx][:, :width].to(device)
@@ -267,14 +323,17 @@ def _micro_step(policy: PolicyWithValueHead, accelerator: Any, rollout: Rollout,
     advantages = rollout.advantages[idx][:, :width].to(device)
     returns = rollout.returns[idx][:, :width].to(device)
     with accelerator.autocast():
-        out = policy.score(prompt_ids, prompt_mask, response_ids, temperature, with_entropy=True)
+        # the entropy needs a gradient only for an entropy bonus; otherwise it is a statistic
+        out = model(prompt_ids, prompt_mask, response_ids, temperature, with_entropy=True,
+                    entropy_grad=ppo.entropy_coef > 0)  # fmt: skip
     logprobs, values = out.logprobs.float(), out.values.float()
     pg_loss, pg_clip = clipped_policy_loss(logprobs, old_logprobs, advantages, mask, ppo.clip_eps)
     vf_loss, vf_clip = clipped_value_loss(values, old_values, returns, mask, ppo.value_clip)
     entropy = masked_mean(out.entropy.float(), mask)
     loss = pg_loss + ppo.vf_coef * vf_loss - ppo.entropy_coef * entropy
-    accelerator.backward(loss * weight)
-    return {
+    n_tokens = float(mask.sum())
+    accelerator.backward(loss * (n_tokens * scale))
+    stats = {
         "policy/loss": float(pg_loss.detach()),
         "policy/clipfrac": float(pg_clip),
         "policy/approx_kl": float(approx_kl_k3(logprobs.detach(), old_logprobs, mask)),
@@ -282,6 +341,7 @@ def _micro_step(policy: PolicyWithValueHead, accelerator: Any, rollout: Rollout,
         "value/loss": float(vf_loss.detach()),
         "value/clipfrac": float(vf_clip),
     }
+    return stats, n_tokens
 
 
 def _device_batch(rollout: Rollout, idx: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -297,6 +357,21 @@ def _device_batch(rollout: Rollout, idx: Any, device: torch.device) -> tuple[tor
 def _cat_padded(parts: list[torch.Tensor], width: int) -> torch.Tensor:
     padded = [torch.cat([p, p.new_zeros(p.shape[0], width - p.shape[1])], 1) if p.shape[1] < width else p for p in parts]
     return torch.cat(padded)
+
+
+def gathered(accelerator: Any, rollout: Rollout) -> Rollout:
+    """The step's whole batch (every process's rows, in process order) for statistics; texts are left out."""
+    if accelerator.num_processes == 1:
+        return rollout
+
+    def rows(t: torch.Tensor) -> torch.Tensor:
+        return gather_rows(accelerator, t)
+
+    return Rollout(prompts=[], responses=[], prompt_ids=rollout.prompt_ids[:0], prompt_mask=rollout.prompt_mask[:0],
+                   response_ids=rollout.response_ids[:0], mask=rows(rollout.mask),
+                   ended=gather_rows(accelerator, rollout.ended.long()).bool(), old_logprobs=rows(rollout.old_logprobs),
+                   values=rows(rollout.values), ref_logprobs=rows(rollout.ref_logprobs), scores=rows(rollout.scores),
+                   rewards=rows(rollout.rewards), returns=rows(rollout.returns))  # fmt: skip
 
 
 def rollout_statistics(rollout: Rollout, beta: float) -> dict[str, float]:
@@ -376,14 +451,28 @@ def run_ppo(cfg: Config, reward: Any = None, resume: bool = False, progress: boo
     elif list_checkpoints(out):
         raise RlhfkitError(f"{str(out)!r} already holds a PPO run with checkpoints; pass --resume to continue it, "
                            "or choose another output folder.")  # fmt: skip
-    accelerator = make_accelerator(cfg.run, log_with="tensorboard" if ppo.tensorboard else None, project_dir=out)
-    main = accelerator.is_main_process
-    reward = reward if reward is not None else _build_reward(cfg)
-    data = load_dialogues(cfg.data)
+    accelerator = make_accelerator(cfg.run, ppo.mini_batch_size // ppo.micro_batch_size,
+                                   log_with="tensorboard" if ppo.tensorboard else None, project_dir=out)  # fmt: skip
+    main, P = accelerator.is_main_process, accelerator.num_processes
+    check_split(P, {"ppo.batch_size": ppo.batch_size, "ppo.mini_batch_size": ppo.mini_batch_size,
+                    "ppo.micro_batch_size": ppo.micro_batch_size},
+                hint=" (ppo.batch_size, mini_batch_size and micro_batch_size are all global.)")  # fmt: skip
+    if is_sharded(accelerator) and (ppo.save_every or resume):
+        raise RlhfkitError(
+            "PPO checkpoints and --resume are not supported under DeepSpeed or FSDP yet (their optimiser states are "
+            "split across processes); set ppo.save_every=0 and run without --resume, or use data parallelism "
+            "(configs/accelerate/multi-gpu.yaml), which LoRA-sized trainable weights fit easily."
+        )
+    # the first process of each machine loads first: it builds a missing preset into the shared cache, which
+    # several processes building at once would race on
+    with accelerator.local_main_process_first():
+        reward = reward if reward is not None else _build_reward(cfg)
+        data = load_dialogues(cfg.data)
+        policy = build_policy(cfg.model, cfg.lora, reference=ppo.reference, sft_adapter=ppo.sft_adapter)
     prompts = list(data.train["prompt"])
-    policy = build_policy(cfg.model, cfg.lora, reference=ppo.reference, sft_adapter=ppo.sft_adapter)
     check_prompts(policy.tokenizer, prompts, cfg.generation.max_prompt_tokens)
     policy.to(accelerator.device)
+    set_deepspeed_micro_batch(accelerator, ppo.micro_batch_size // P)
     trainable = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=ppo.learning_rate, weight_decay=ppo.weight_decay)
     updates_per_step = ppo.ppo_epochs * (ppo.batch_size // ppo.mini_batch_size)
@@ -397,7 +486,7 @@ def run_ppo(cfg: Config, reward: Any = None, resume: bool = False, progress: boo
     start_step, skipped = 0, 0
     metrics = MetricsWriter(out / "metrics.jsonl", enabled=main)
     if resume:
-        start_step, skipped = _restore(out, policy, optimizer, scheduler, controller, metrics, reward)
+        start_step, skipped = _restore(out, policy, optimizer, scheduler, controller, metrics, reward, accelerator)
     elif main:
         save_config(cfg, out)
         metrics.path.unlink(missing_ok=True)
@@ -425,11 +514,16 @@ def run_ppo(cfg: Config, reward: Any = None, resume: bool = False, progress: boo
             if on_step:
                 on_step(stats)
             bar.advance(score=stats.get("score/mean", float("nan")), kl=stats.get("kl/k1", float("nan")))
-            if ppo.save_every and (step + 1) % ppo.save_every == 0 and step + 1 < ppo.steps and main:
-                _save(out, step + 1, policy, optimizer, scheduler, controller, skipped, ppo.keep_checkpoints, reward)
+            if ppo.save_every and (step + 1) % ppo.save_every == 0 and step + 1 < ppo.steps:
+                _save(out, step + 1, policy, optimizer, scheduler, controller, skipped, ppo.keep_checkpoints, reward,
+                      accelerator)  # fmt: skip
+    if not is_sharded(accelerator):
+        _save(out, ppo.steps, policy, optimizer, scheduler, controller, skipped, ppo.keep_checkpoints, reward,
+              accelerator)  # fmt: skip
+    # a collective call: under ZeRO-3 / FSDP it gathers the sharded weights (every process must make it)
+    full_state = accelerator.get_state_dict(model) if is_sharded(accelerator) else None
     if main:
-        _save(out, ppo.steps, policy, optimizer, scheduler, controller, skipped, ppo.keep_checkpoints, reward)
-        _save_final(out, policy, ppo.sft_adapter)
+        _save_final(out, policy, ppo.sft_adapter, full_state)
     if ppo.tensorboard and main:
         accelerator.end_training()
     accelerator.wait_for_everyone()
@@ -440,6 +534,9 @@ def ppo_step(policy: PolicyWithValueHead, model: Any, optimizer: Any, scheduler:
              controller: Any, reward: Any, stream: PromptStream, cfg: Config, step: int) -> dict[str, Any]:  # fmt: skip
     """One PPO step: generate → score → reference → rewards → advantages → update."""
     ppo, seed = cfg.ppo, cfg.run.seed
+    P, rank = accelerator.num_processes, accelerator.process_index
+    rank_seed = seed + rank  # each process samples and shuffles with its own stream (DESIGN, PPO detail 9)
+    reduce_sum = (lambda t: all_reduce_sum(accelerator, t)) if P > 1 else None
     timings: dict[str, float] = {}
 
     def timed(name: str, fn: Callable[[], Any]) -> Any:
@@ -448,33 +545,39 @@ def ppo_step(policy: PolicyWithValueHead, model: Any, optimizer: Any, scheduler:
         timings[f"time/{name}"] = time.perf_counter() - t0
         return result
 
-    prompts = stream.batch(step)
-    max_new = sample_response_length(ppo, cfg, seed, step)
+    everyone = stream.batch(step)
+    lo, hi = shard_bounds(len(everyone), rank, P)
+    prompts = everyone[lo:hi]  # this process's contiguous share of the step's global batch
+    max_new = sample_response_length(ppo, cfg, seed, step)  # the same on every process
     recompute = ppo.rollout_logprobs == "recompute" or (
         ppo.rollout_logprobs == "auto" and accelerator.mixed_precision != "no"
     )
-    with accelerator.autocast():
-        rollout = timed("generate", lambda: generate_rollout(policy, prompts, cfg, max_new, derived_seed(seed, step, "generate"),  # noqa: E501
-                                                             recompute, accelerator.device))  # fmt: skip
+    chunk = ppo.mini_batch_size // P
+    with accelerator.autocast(), full_parameters(accelerator, model):
+        generate_seed = derived_seed(rank_seed, step, "generate")
+        rollout = timed("generate", lambda: generate_rollout(policy, prompts, cfg, max_new, generate_seed, recompute,
+                                                             accelerator.device))  # fmt: skip
     nonfinite = timed("score", lambda: score_rollout(reward, rollout, ppo))
+    nonfinite = int(all_reduce_sum(accelerator, [nonfinite])[0])  # every process skips, or none does
     beta = float(controller.value)
     if nonfinite:
         return {"step": step + 1, "skipped": True, "score/nonfinite": float(nonfinite), "kl/beta": beta, **timings}
-    with accelerator.autocast(), evaluation_mode(policy):
+    with accelerator.autocast(), evaluation_mode(policy), full_parameters(accelerator, model):
         timed("reference", lambda: add_reference_logprobs(policy, rollout, cfg.generation.temperature,
-                                                          accelerator.device, ppo.mini_batch_size))  # fmt: skip
+                                                          accelerator.device, chunk))  # fmt: skip
 
     def rewards_and_advantages() -> None:
-        add_rewards(rollout, ppo, beta)
-        add_advantages(rollout, ppo)
+        add_rewards(rollout, ppo, beta, reduce_sum)
+        add_advantages(rollout, ppo, reduce_sum)
 
     timed("advantages", rewards_and_advantages)
     update = timed("update", lambda: update_policy(policy, model, optimizer, scheduler, accelerator, rollout, cfg,
-                                                   derived_seed(seed, step, "update")))  # fmt: skip
-    stats = {"step": step + 1, **rollout_statistics(rollout, beta), **update, "lr": scheduler.get_last_lr()[0],
-             "score/nonfinite": 0.0, **timings}  # fmt: skip
+                                                   derived_seed(rank_seed, step, "update")))  # fmt: skip
+    # statistics of the whole batch (every process's rows), so every process logs and adapts β alike
+    stats = {"step": step + 1, **rollout_statistics(gathered(accelerator, rollout), beta), **update,
+             "lr": scheduler.get_last_lr()[0], "score/nonfinite": 0.0, **timings}  # fmt: skip
     stats["time/step"] = sum(timings.values())
-    controller.update(stats["kl/k1"], n_steps=len(prompts))
+    controller.update(stats["kl/k1"], n_steps=len(everyone))
     stats["samples"] = [
         {"prompt": p, "response": r, "score": float(s)}
         for p, r, s in zip(rollout.prompts[:4], rollout.responses[:4], rollout.scores[:4])
@@ -487,17 +590,23 @@ def ppo_step(policy: PolicyWithValueHead, model: Any, optimizer: Any, scheduler:
 
 
 def _save(out: Path, step: int, policy: PolicyWithValueHead, optimizer: Any, scheduler: Any, controller: Any,
-          skipped: int, keep: int, reward: Any) -> None:  # fmt: skip
+          skipped: int, keep: int, reward: Any, accelerator: Any) -> None:  # fmt: skip
+    """Checkpoint ``step``. Every process calls it (it gathers each one's RNG and reward state); the main one writes."""
     from rlhfkit.rewards.transforms import running_normalizers
 
-    # a reward normalised by running statistics carries state too; without it a resume would score differently
-    state = {"skipped_steps": skipped, "controller": controller.state_dict(),
-             "reward_normalizers": [n.state_dict() for n in running_normalizers(reward)]}  # fmt: skip
-    save_checkpoint(out, step, policy.trainable_state(), optimizer, scheduler, state, keep)
+    # a reward normalised by running statistics carries state too; without it a resume would score differently.
+    # Each process keeps its own (it sees its share of the scores), so each process's state is saved.
+    own = {"rng": rng_state(), "reward_normalizers": [n.state_dict() for n in running_normalizers(reward)]}
+    per_process = gather_objects(accelerator, [own])
+    if accelerator.is_main_process:
+        state = {"skipped_steps": skipped, "controller": controller.state_dict(), "processes": len(per_process),
+                 "reward_normalizers": own["reward_normalizers"]}  # fmt: skip
+        save_checkpoint(out, step, policy.trainable_state(), optimizer, scheduler, state, keep, per_process)
+    accelerator.wait_for_everyone()
 
 
 def _restore(out: Path, policy: PolicyWithValueHead, optimizer: Any, scheduler: Any, controller: Any,
-             metrics: MetricsWriter, reward: Any) -> tuple[int, int]:  # fmt: skip
+             metrics: MetricsWriter, reward: Any, accelerator: Any) -> tuple[int, int]:  # fmt: skip
     from rlhfkit.rewards.transforms import running_normalizers
 
     found = list_checkpoints(out)
@@ -509,27 +618,46 @@ def _restore(out: Path, policy: PolicyWithValueHead, optimizer: Any, scheduler: 
     optimizer.load_state_dict(training["optimizer"])
     scheduler.load_state_dict(training["scheduler"])
     controller.load_state_dict(state["controller"])
-    normalizers, saved = running_normalizers(reward), state.get("reward_normalizers", [])
+    rank, P = accelerator.process_index, accelerator.num_processes
+    # a checkpoint of one process (or one written before multi-process runs) has no per-process list
+    per_process = training.get("per_process") or [
+        {"rng": training["rng"], "reward_normalizers": state.get("reward_normalizers", [])}
+    ]
+    if len(per_process) != P:
+        warnings.warn(f"the checkpoint was written by {len(per_process)} process(es) and the run resumes with {P}: "
+                      "training continues from it, but the steps after it will not repeat the uninterrupted run "
+                      "exactly (each process's share of the prompts and random streams change).", stacklevel=2)  # fmt: skip
+    own = per_process[rank] if rank < len(per_process) else None
+    normalizers, saved = running_normalizers(reward), (own or per_process[0])["reward_normalizers"]
     if len(normalizers) != len(saved):
         raise RlhfkitError(f"cannot resume: the checkpoint holds {len(saved)} running reward normaliser(s), the "
                            f"configured reward has {len(normalizers)}; resume with the run's reward.")  # fmt: skip
     for normalizer, normalizer_state in zip(normalizers, saved):
         normalizer.load_state_dict(normalizer_state)
-    set_rng_state(training["rng"])
+    if own is not None:
+        set_rng_state(own["rng"])
     step = int(state["step"])
     if metrics.enabled and metrics.path.is_file():  # the steps after the checkpoint are run again: drop their lines
         kept = [r for r in read_metrics(metrics.path) if r.get("step", 0) <= step]
         write_text_atomic(metrics.path, "".join(json.dumps(r) + "\n" for r in kept))
+    accelerator.wait_for_everyone()  # no process runs ahead while the main one rewrites the metrics
     return step, int(state.get("skipped_steps", 0))
 
 
-def _save_final(out: Path, policy: PolicyWithValueHead, sft_adapter: str | None) -> None:
+def _save_final(out: Path, policy: PolicyWithValueHead, sft_adapter: str | None,
+                full_state: dict[str, torch.Tensor] | None = None) -> None:  # fmt: skip
+    """The adapter and value head; ``full_state`` is the policy's gathered state dict under ZeRO-3 / FSDP."""
     from safetensors.torch import save_file
 
     # the RL adapter sits on the SFT adapter merged into the base: record it, so loaders rebuild that stack
     meta = {"trained_by": "rlhfkit ppo", "sft_adapter": str(Path(sft_adapter).resolve()) if sft_adapter else None}
-    save_adapter(policy.model, policy.tokenizer, out / "adapter", policy.source, meta)
-    save_file({k: v.contiguous() for k, v in policy.value_head.state_dict().items()}, str(out / "value_head.safetensors"))
+    model_state = value_state = None
+    if full_state is not None:
+        model_state = {k[len("model.") :]: v for k, v in full_state.items() if k.startswith("model.")}
+        value_state = {k[len("value_head.") :]: v for k, v in full_state.items() if k.startswith("value_head.")}
+    save_adapter(policy.model, policy.tokenizer, out / "adapter", policy.source, meta, state_dict=model_state)
+    value_state = value_state if value_state is not None else policy.value_head.state_dict()
+    save_file({k: v.contiguous() for k, v in value_state.items()}, str(out / "value_head.safetensors"))
     write_json_atomic(out / "final.json", {"adapter": str(out / "adapter"), "value_head": str(out / "value_head.safetensors")})
 
 

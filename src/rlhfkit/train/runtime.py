@@ -38,28 +38,40 @@ def cpu_supports_bf16() -> bool:
 
 
 def resolve_precision(precision: str, cpu: bool) -> str:
-    """'auto' → bf16 where the hardware runs it natively (on a CPU: AVX512-BF16/AMX; a GPU: Ampere or newer), else fp32."""
+    """'auto' → the launcher's mixed precision if it asked for bf16/fp16, else bf16 where the hardware runs it
+    natively (on a CPU: AVX512-BF16/AMX; a GPU: Ampere or newer), else fp32. An explicit setting wins."""
     if precision != "auto":
         return precision
+    # `accelerate launch --mixed_precision bf16` (or an Accelerate config file) sets this variable; its own
+    # default is "no", which cannot be told apart from a deliberate "no", so only bf16/fp16 are followed
+    launcher = os.environ.get("ACCELERATE_MIXED_PRECISION", "no").lower()
+    if launcher in ("bf16", "fp16"):
+        return launcher
     if cpu:
         return "bf16" if cpu_supports_bf16() else "fp32"
     return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
 
 
 def make_accelerator(run: RunConfig, gradient_accumulation_steps: int = 1, log_with: str | None = None,
-                     project_dir: str | os.PathLike | None = None):  # fmt: skip
+                     project_dir: str | os.PathLike | None = None, split_batches: bool = False):  # fmt: skip
     """An Accelerator for ``run``; each process seeds itself with seed + rank (DESIGN, PPO detail 9).
 
-    ``log_with="tensorboard"`` adds Accelerate's TensorBoard tracker, writing under ``project_dir``.
+    Started by `accelerate launch` (or torchrun), the Accelerator joins the other processes; started by
+    plain `python`, it is one process. ``log_with="tensorboard"`` adds Accelerate's TensorBoard tracker,
+    writing under ``project_dir``. ``split_batches=True`` makes a prepared DataLoader's batch size global:
+    each process gets batch_size / num_processes of every batch (see :mod:`rlhfkit.train.distributed`).
     """
     from accelerate import Accelerator
-    from accelerate.utils import set_seed
+    from accelerate.utils import DataLoaderConfiguration, GradientAccumulationPlugin, set_seed
+
+    from rlhfkit.train.distributed import check_backend
 
     if run.num_threads > 0:
         torch.set_num_threads(run.num_threads)
     cpu = run.device == "cpu" or (run.device == "auto" and not torch.cuda.is_available())
     if run.device.startswith("cuda") and not torch.cuda.is_available():
         raise RlhfkitError(f"run.device={run.device!r} but no CUDA device is available; use run.device=cpu or auto.")
+    check_backend(cpu)
     precision = resolve_precision(run.precision, cpu)
     if precision == "fp16" and cpu:
         raise RlhfkitError("run.precision=fp16 needs a GPU; on a CPU use bf16 (where supported) or fp32.")
@@ -69,18 +81,31 @@ def make_accelerator(run: RunConfig, gradient_accumulation_steps: int = 1, log_w
         except ImportError:
             raise RlhfkitError("TensorBoard logging is on but tensorboard is not installed: pip install "
                                "'rlhfkit[tracking]', or set ppo.tensorboard=false.") from None  # fmt: skip
-    from accelerate.state import AcceleratorState
+    launcher_steps = os.environ.get("ACCELERATE_GRADIENT_ACCUMULATION_STEPS", "").strip()
+    if launcher_steps.isdigit() and int(launcher_steps) != gradient_accumulation_steps:
+        # the losses are scaled for rlhfkit's own accumulation count; another one would silently change them
+        raise RlhfkitError(
+            f"the launcher sets gradient_accumulation_steps={launcher_steps}, but rlhfkit takes gradient "
+            f"accumulation from its own configuration (here {gradient_accumulation_steps}): "
+            "sft.gradient_accumulation_steps for SFT, ppo.mini_batch_size / ppo.micro_batch_size for PPO. Remove "
+            "gradient_accumulation_steps from the Accelerate config (and --gradient_accumulation_steps from the "
+            "command) and set it in the rlhfkit config instead."
+        )
+    from accelerate.state import AcceleratorState, GradientState
 
     # Accelerate keeps one state per process and refuses a second Accelerator with another precision; a
     # process that runs several trainings (the demo, a notebook, the tests) starts each from a fresh state.
     # The distributed part (PartialState: ranks, backend) is kept.
     AcceleratorState._reset_state(reset_partial_state=False)
+    GradientState._reset_state()
     accelerator = Accelerator(
         cpu=cpu,
         mixed_precision=_PRECISION_TO_ACCELERATE[precision],
-        gradient_accumulation_steps=gradient_accumulation_steps,
+        # given as a plugin, so that an ACCELERATE_GRADIENT_ACCUMULATION_STEPS variable cannot override it
+        gradient_accumulation_plugin=GradientAccumulationPlugin(num_steps=gradient_accumulation_steps),
         log_with=log_with,
         project_dir=str(project_dir) if project_dir is not None else None,
+        dataloader_config=DataLoaderConfiguration(split_batches=split_batches),
     )
     set_seed(run.seed + accelerator.process_index)
     return accelerator

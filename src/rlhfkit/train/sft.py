@@ -19,11 +19,22 @@ from torch.utils.data import DataLoader
 from rlhfkit.config import Config, save_config
 from rlhfkit.data.lexicon import LexiconJudge
 from rlhfkit.data.loading import SplitData, load_dialogues
+from rlhfkit.errors import RlhfkitError
 from rlhfkit.eval.rouge import rouge
 from rlhfkit.io import write_json_atomic
 from rlhfkit.models.loading import LoadedModel, load_base_model
 from rlhfkit.models.lora import attach_lora, save_adapter, trainable_parameters
 from rlhfkit.rollout.generation import generate, position_ids_from_mask
+from rlhfkit.train.distributed import (
+    all_reduce_sum,
+    broadcast_objects,
+    check_split,
+    clip_gradients,
+    full_parameters,
+    gather_objects,
+    is_sharded,
+    padded_shard,
+)
 from rlhfkit.train.metrics import MetricsWriter
 from rlhfkit.train.progress import StepProgress
 from rlhfkit.train.runtime import make_accelerator, quiet_libraries
@@ -89,30 +100,61 @@ def _tokenized(data: Any, loaded: LoadedModel, cfg: Config) -> list[dict[str, li
 
 
 # --------------------------------------------------------------------------------------------------
-# Evaluation
+# The loss
+
+
+def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor, is_encoder_decoder: bool) -> tuple[torch.Tensor, int]:
+    """(sum of the cross-entropy over the labelled tokens, number of labelled tokens).
+
+    A sum, not a mean: the caller divides by the token count of the whole batch across all processes, so
+    that the all-reduced gradient is that of the global token mean however tokens fall across processes
+    (a mean per process, averaged, would weigh a process's tokens by 1 / its own token count).
+    Encoder-decoder logits line up with the labels; decoder-only logits at t predict the label at t + 1.
+    """
+    if not is_encoder_decoder:
+        logits, labels = logits[:, :-1], labels[:, 1:]
+    flat_logits = logits.reshape(-1, logits.shape[-1]).float()
+    flat_labels = labels.reshape(-1)
+    total = torch.nn.functional.cross_entropy(flat_logits, flat_labels, ignore_index=IGNORE_INDEX, reduction="sum")
+    return total, int((flat_labels != IGNORE_INDEX).sum())
+
+
+def _forward(model: Any, batch: dict[str, torch.Tensor], is_encoder_decoder: bool) -> tuple[torch.Tensor, int]:
+    # T5 builds its decoder inputs from the labels; a decoder-only model needs none (and computes no loss of its own)
+    inputs = batch if is_encoder_decoder else {k: v for k, v in batch.items() if k != "labels"}
+    return token_loss_sum(model(**inputs).logits, batch["labels"], is_encoder_decoder)
+
+
+# --------------------------------------------------------------------------------------------------
+# Evaluation (each process takes a share of the held-out examples; the main process reports)
 
 
 @torch.no_grad()
-def evaluation_loss(model: Any, batches: list[dict[str, torch.Tensor]], device: torch.device) -> float:
-    """Token-weighted mean cross-entropy over ``batches``, with dropout off."""
+def evaluation_loss(model: Any, batches: list[dict[str, torch.Tensor]], device: torch.device,
+                    is_encoder_decoder: bool) -> tuple[float, int]:  # fmt: skip
+    """(summed cross-entropy, labelled tokens) over ``batches``, with dropout off."""
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
     for batch in batches:
-        batch = {k: v.to(device) for k, v in batch.items()}
-        n = int((batch["labels"] != IGNORE_INDEX).sum())
-        total += float(model(**batch).loss) * n
+        loss_sum, n = _forward(model, {k: v.to(device) for k, v in batch.items()}, is_encoder_decoder)
+        total += float(loss_sum)
         count += n
     model.train(was_training)
-    return total / max(count, 1)
+    return total, count
 
 
-def evaluate_summaries(loaded: LoadedModel, cfg: Config, prompts: list[str], references: list[str],
-                       seed: int) -> tuple[dict[str, float], list[dict[str, Any]]]:  # fmt: skip
-    """ROUGE of greedy summaries against ``references``; lexicon toxicity of sampled summaries."""
+def sample_summaries(loaded: LoadedModel, cfg: Config, prompts: list[str], seed: int) -> tuple[list[str], list[str]]:
+    """(greedy, sampled) summaries of ``prompts``."""
     model, tok, enc_dec = loaded.model, loaded.tokenizer, loaded.is_encoder_decoder
     greedy = generate(model, tok, prompts, cfg.generation, enc_dec, do_sample=False).texts
     sampled = generate(model, tok, prompts, cfg.generation, enc_dec, do_sample=True, seed=seed).texts
+    return greedy, sampled
+
+
+def summary_scores(prompts: list[str], references: list[str], greedy: list[str],
+                   sampled: list[str]) -> tuple[dict[str, float], list[dict[str, Any]]]:  # fmt: skip
+    """ROUGE of greedy summaries against ``references``; lexicon toxicity of sampled summaries."""
     judge = LexiconJudge()
     scores = rouge(greedy, references)
     scores["toxic_fraction"] = judge.toxic_fraction(sampled)
@@ -130,31 +172,51 @@ def evaluate_summaries(loaded: LoadedModel, cfg: Config, prompts: list[str], ref
 
 def run_sft(cfg: Config, data: SplitData | None = None, progress: bool = True,
             on_log: Callable[[dict[str, Any]], None] | None = None) -> SFTResult:  # fmt: skip
-    """Train a LoRA adapter with ``cfg``; returns where it was saved and the final evaluation."""
+    """Train a LoRA adapter with ``cfg``; returns where it was saved and the final evaluation.
+
+    Under `accelerate launch` the batch size is global: each of N processes takes sft.batch_size /
+    (gradient_accumulation_steps × N) examples per micro-batch, so any N trains on the same batches.
+    """
     quiet_libraries()
     out = Path(cfg.run.output_dir)
-    accelerator = make_accelerator(cfg.run, cfg.sft.gradient_accumulation_steps)
-    main = accelerator.is_main_process
+    s = cfg.sft
+    accelerator = make_accelerator(cfg.run, s.gradient_accumulation_steps, split_batches=True)
+    main, P = accelerator.is_main_process, accelerator.num_processes
+    micro = s.batch_size // s.gradient_accumulation_steps  # global micro-batch, split across the processes
+    per_step = "" if s.gradient_accumulation_steps == 1 else " / sft.gradient_accumulation_steps"
+    check_split(P, {"sft.batch_size" + per_step: micro})
     if main:
         save_config(cfg, out)
     data = data if data is not None else load_dialogues(cfg.data)
-    loaded = attach_lora(load_base_model(cfg.model), cfg.lora)
+    # the first process of each machine loads first: it builds a missing preset into the shared cache, which
+    # several processes building at once would race on
+    with accelerator.local_main_process_first():
+        loaded = attach_lora(load_base_model(cfg.model), cfg.lora)
     model, tok = loaded.model, loaded.tokenizer
+    enc_dec = loaded.is_encoder_decoder
     trainable, total = trainable_parameters(model)
 
-    s = cfg.sft
-    micro = s.batch_size // s.gradient_accumulation_steps
-    left_pad = not loaded.is_encoder_decoder
+    left_pad = not enc_dec
     train_features = _tokenized(data.train, loaded, cfg)
+    if len(train_features) < s.batch_size:
+        raise RlhfkitError(f"only {len(train_features)} training examples, fewer than sft.batch_size={s.batch_size}; "
+                           "lower sft.batch_size or add data.")  # fmt: skip
     generator = torch.Generator().manual_seed(cfg.run.seed)
+    # drop_last: every optimiser step sees exactly sft.batch_size examples, on any number of processes
     loader = DataLoader(train_features, batch_size=micro, shuffle=True, generator=generator,  # type: ignore[arg-type]
-                        collate_fn=lambda f: collate(f, tok.pad_token_id, left_pad))  # fmt: skip
+                        drop_last=True, collate_fn=lambda f: collate(f, tok.pad_token_id, left_pad))  # fmt: skip
     eval_n = min(s.eval_examples, len(data.test))
     eval_set = data.test.select(range(eval_n))
     eval_features = _tokenized(eval_set, loaded, cfg)
-    eval_batches = [collate(eval_features[i : i + micro], tok.pad_token_id, left_pad) for i in range(0, eval_n, micro)]
+    own, real = padded_shard(eval_n, accelerator.process_index, P)
+    # padding rows (there so that every process runs as many forward passes) carry no labelled token
+    own_features = [f if i < real else {**f, "labels": [IGNORE_INDEX] * len(f["labels"])}
+                    for i, f in enumerate(eval_features[j] for j in own)]  # fmt: skip
+    eval_micro = max(micro // P, 1)
+    eval_batches = [collate(own_features[i : i + eval_micro], tok.pad_token_id, left_pad)
+                    for i in range(0, len(own_features), eval_micro)]  # fmt: skip
 
-    steps_per_epoch = math.ceil(len(train_features) / s.batch_size)
+    steps_per_epoch = max(1, len(train_features) // s.batch_size)
     total_steps = s.max_steps or max(1, math.ceil(s.epochs * steps_per_epoch))
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=s.learning_rate,
                                   weight_decay=s.weight_decay)  # fmt: skip
@@ -164,40 +226,52 @@ def run_sft(cfg: Config, data: SplitData | None = None, progress: bool = True,
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     metrics = MetricsWriter(out / "metrics.jsonl", enabled=main)
     metrics.write({"event": "start", "train_examples": len(train_features), "eval_examples": eval_n,
-                   "trainable_parameters": trainable, "total_parameters": total, "total_steps": total_steps})  # fmt: skip
+                   "trainable_parameters": trainable, "total_parameters": total, "total_steps": total_steps,
+                   "processes": P, "precision": accelerator.mixed_precision})  # fmt: skip
 
     def evaluate(step: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         unwrapped = accelerator.unwrap_model(model)
-        view = LoadedModel(unwrapped, tok, loaded.is_encoder_decoder, loaded.source)
-        with accelerator.autocast():
-            loss = evaluation_loss(unwrapped, eval_batches, accelerator.device)
-            scores, samples = evaluate_summaries(view, cfg, eval_set["prompt"], eval_set["summary"], cfg.run.seed)
-        record = {"event": "eval", "step": step, "eval_loss": loss, **scores}
-        metrics.write(record)
+        view = LoadedModel(unwrapped, tok, enc_dec, loaded.source)
+        prompts = [eval_set["prompt"][j] for j in own]
+        with accelerator.autocast(), full_parameters(accelerator, model):
+            loss_sum, count = evaluation_loss(unwrapped, eval_batches, accelerator.device, enc_dec)
+            greedy, sampled = sample_summaries(view, cfg, prompts, cfg.run.seed + accelerator.process_index)
+        loss_sum, count = all_reduce_sum(accelerator, [loss_sum, count]).tolist()
+        texts = gather_objects(accelerator, list(zip(own[:real], greedy[:real], sampled[:real])))
+        record: dict[str, Any] = {"event": "eval", "step": step, "eval_loss": loss_sum / max(count, 1)}
+        samples: list[dict[str, Any]] = []
+        if main:  # ROUGE and toxicity over all held-out examples, in their order
+            ordered = sorted(texts)
+            scores, samples = summary_scores(eval_set["prompt"], eval_set["summary"], [g for _, g, _ in ordered],
+                                             [x for _, _, x in ordered])  # fmt: skip
+            record.update(scores)
+            metrics.write(record)
         return record, samples
 
     model.train()
-    step, running, started = 0, 0.0, time.perf_counter()
+    step, running, grad_norm, started = 0, 0.0, 0.0, time.perf_counter()
     bar = StepProgress("sft", total_steps, enabled=progress and main)
     with bar:
         while step < total_steps:
             for batch in loader:
                 with accelerator.accumulate(model):
-                    loss = model(**batch).loss
-                    accelerator.backward(loss)
+                    loss_sum, n = _forward(model, batch, enc_dec)
+                    global_sum, global_n = all_reduce_sum(accelerator, [float(loss_sum.detach()), n]).tolist()
+                    # the global token mean of this micro-batch: DDP averages over P processes, so scale by P
+                    accelerator.backward(loss_sum * (P / max(global_n, 1.0)))
                     if accelerator.sync_gradients:
-                        accelerator.clip_grad_norm_(model.parameters(), s.max_grad_norm)
+                        grad_norm = clip_gradients(accelerator, model.parameters(), s.max_grad_norm)
                     optimizer.step()
                     scheduler.step()
                     optimizer.zero_grad()
-                running += float(loss.detach()) / s.gradient_accumulation_steps
+                running += global_sum / max(global_n, 1.0) / s.gradient_accumulation_steps
                 if not accelerator.sync_gradients:
                     continue
                 step += 1
                 bar.advance(loss=running)
                 if step % s.log_every == 0 or step == total_steps:
-                    record = {"event": "train", "step": step, "loss": running, "lr": scheduler.get_last_lr()[0],
-                              "elapsed_s": time.perf_counter() - started}  # fmt: skip
+                    record = {"event": "train", "step": step, "loss": running, "grad_norm": grad_norm,
+                              "lr": scheduler.get_last_lr()[0], "elapsed_s": time.perf_counter() - started}  # fmt: skip
                     metrics.write(record)
                     if on_log:
                         on_log(record)
@@ -208,11 +282,17 @@ def run_sft(cfg: Config, data: SplitData | None = None, progress: bool = True,
                     break
     train_seconds = time.perf_counter() - started
     record, samples = evaluate(step)
-    final = {k: v for k, v in record.items() if k not in ("event", "step")}
     adapter_dir = out / "adapter"
+    # a collective call: under ZeRO-3 / FSDP it gathers the sharded weights (every process must make it)
+    state_dict = accelerator.get_state_dict(model) if is_sharded(accelerator) else None
     if main:
-        save_adapter(accelerator.unwrap_model(model), tok, adapter_dir, loaded.source, {"trained_by": "rlhfkit sft"})
+        final = {k: v for k, v in record.items() if k not in ("event", "step")}
+        save_adapter(accelerator.unwrap_model(model), tok, adapter_dir, loaded.source, {"trained_by": "rlhfkit sft"},
+                     state_dict=state_dict)  # fmt: skip
         write_json_atomic(out / "final_metrics.json", {**final, "steps": step, "train_seconds": train_seconds})
         write_json_atomic(out / "samples.json", samples[:20])
     accelerator.wait_for_everyone()
-    return SFTResult(out, adapter_dir, step, train_seconds, final, samples[:20])
+    # every process returns the same numbers: the main process's evaluation, broadcast
+    record, samples = broadcast_objects(accelerator, record, samples[:20])
+    final = {k: v for k, v in record.items() if k not in ("event", "step")}
+    return SFTResult(out, adapter_dir, step, train_seconds, final, samples)

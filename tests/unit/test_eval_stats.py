@@ -1,0 +1,85 @@
+"""Evaluation statistics on numbers worked out by hand (and one coverage check against theory)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from rlhfkit.eval.stats import bootstrap_interval, compare_paired, distinct_n, summarize
+
+
+def test_summary_of_known_values():
+    s = summarize([1.0, 2.0, 3.0, 4.0, 10.0], resamples=500)
+    assert s.n == 5 and s.mean == pytest.approx(4.0) and s.median == pytest.approx(3.0)
+    # sample standard deviation: squared deviations 9+4+1+0+36 = 50, / (n-1) = 12.5
+    assert s.std == pytest.approx(math.sqrt(12.5))
+    assert s.mean_ci.low <= s.mean <= s.mean_ci.high
+    assert 1.0 <= s.mean_ci.low and s.mean_ci.high <= 10.0  # a mean of resamples stays within the data's range
+    assert s.median_ci.low <= s.median <= s.median_ci.high
+
+
+def test_constant_values_give_a_degenerate_interval():
+    s = summarize([0.25] * 10)
+    assert (s.mean_ci.low, s.mean_ci.high) == (0.25, 0.25) and s.std == 0.0
+
+
+def test_empty_values_are_refused():
+    with pytest.raises(ValueError, match="empty"):
+        summarize([])
+    with pytest.raises(ValueError, match="empty"):
+        compare_paired([], [])
+
+
+def test_bootstrap_interval_has_the_width_theory_predicts():
+    # mean of n=400 standard normals: the 95% interval is about ±1.96/sqrt(400) = ±0.098 wide around the mean
+    data = np.random.default_rng(0).standard_normal(400)
+    ci = bootstrap_interval(data, resamples=2000, seed=1)
+    assert ci.high - ci.low == pytest.approx(2 * 1.96 / 20, rel=0.15)
+    assert ci.low < data.mean() < ci.high
+
+
+def test_paired_comparison_counts_wins_ties_and_losses():
+    a = [0.0, 0.0, 1.0, 1.0, 1.0, 0.0, 1.0, 1.0]
+    b = [0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]
+    c = compare_paired(a, b, resamples=500)
+    # differences b - a: 0, +1, -1, -1, -1, 0, -1, 0 → mean -3/8; higher 1/8, equal 3/8, lower 4/8
+    assert c.n == 8 and c.mean_difference == pytest.approx(-3 / 8)
+    assert (c.b_higher, c.equal, c.b_lower) == (1 / 8, 3 / 8, 4 / 8)
+    # toxicity-like (lower is better): b wins on 4, ties count half → (4 + 1.5) / 8
+    assert c.win_rate(higher_is_better=False) == pytest.approx(5.5 / 8)
+    assert c.win_rate(higher_is_better=True) == pytest.approx(2.5 / 8)
+    assert c.ci.low <= c.mean_difference <= c.ci.high and 0.0 < c.p_value <= 1.0
+
+
+def test_identical_policies_give_p_one_and_a_zero_interval():
+    values = [0.3, 0.1, 0.9, 0.4]
+    c = compare_paired(values, values)
+    assert c.p_value == 1.0 and c.mean_difference == 0.0 and (c.ci.low, c.ci.high) == (0.0, 0.0) and c.equal == 1.0
+
+
+def test_a_clear_shift_is_significant_and_its_interval_excludes_zero():
+    rng = np.random.default_rng(3)
+    a = rng.normal(0.0, 1.0, 200)
+    b = a + 0.5 + rng.normal(0.0, 0.5, 200)
+    c = compare_paired(a, b, resamples=1000)
+    assert c.p_value < 1e-10 and c.ci.low > 0.3 and c.ci.high < 0.7
+    # noise with a mean difference of exactly 0 (each deviation also appears negated): the interval contains 0
+    noise = rng.normal(0.0, 0.5, 100)
+    d = compare_paired(a, a + np.concatenate([noise, -noise]), resamples=1000)
+    assert d.ci.low < 0 < d.ci.high and d.p_value > 0.5
+
+
+def test_paired_values_must_have_one_length():
+    with pytest.raises(ValueError, match="one length"):
+        compare_paired([1.0, 2.0], [1.0])
+
+
+def test_distinct_n_by_hand():
+    texts = ["a b a b", "a b"]
+    # unigrams a b a b a b: 2 unique of 6; bigrams (a b) (b a) (a b) (a b): 2 unique of 4
+    assert distinct_n(texts, 1) == pytest.approx(2 / 6)
+    assert distinct_n(texts, 2) == pytest.approx(2 / 4)
+    assert distinct_n(["one"], 2) == 0.0  # no bigram at all
+    assert distinct_n(["the same answer"] * 5, 2) == pytest.approx(2 / 10)  # collapse shows as a low value
