@@ -180,6 +180,8 @@ def main() -> None:
             print(f"  speed-up fp32 vs the lab's loop: {trl_lab['step'] / ours32['step']:.2f}x (target >= 6)")
             print(f"  speed-up bf16 vs TRL batched: {trl_b['step'] / ours16['step']:.2f}x (target >= 3)")
             print(f"  peak RSS fp32 / TRL batched: {ours32['peak_rss_mib'] / trl_b['peak_rss_mib']:.2f} (target <= 0.6)")
+            print(f"  peak RSS bf16 (rlhfkit's default) / TRL batched: "
+                  f"{ours16['peak_rss_mib'] / trl_b['peak_rss_mib']:.2f} (target <= 0.6)")
         print()
 
 

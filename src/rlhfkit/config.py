@@ -201,6 +201,8 @@ class PPOConfig:
     """Stop the step's remaining updates once approx-KL(old, new) exceeds this (null = never)."""
     update_dropout: bool = False
     """Dropout (the model's and LoRA's) during the update; off as in TRL's PPOTrainer and torchtune's PPO recipe."""
+    bf16_frozen_weights: bool = True
+    """Under bf16 mixed precision, keep the frozen base model's linear weights in bf16 (half the memory, no per-call cast)."""
     sft_adapter: Optional[str] = None
     """SFT adapter folder to start from; it is merged into the base and becomes the reference."""
     rollout_logprobs: str = "auto"

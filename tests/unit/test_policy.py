@@ -114,3 +114,33 @@ def test_trainable_state_round_trip_and_mismatch():
 def test_lora_adapter_path_is_refused_for_ppo(sft_adapters):
     with pytest.raises(RlhfkitError, match="ppo.sft_adapter"):
         build_policy(ModelConfig(name_or_path="preset:tiny-t5"), LoraConfig(adapter_path=sft_adapters["tiny-t5"]))
+
+
+@pytest.mark.parametrize("preset", ["tiny-t5", "tiny-llama"])
+@pytest.mark.parametrize("reference", ["adapter", "copy"])
+def test_frozen_linears_stored_in_bf16_change_no_result_under_autocast(preset, reference):
+    policy = build_policy(ModelConfig(name_or_path=f"preset:{preset}"), LoraConfig(), reference=reference)
+    with torch.no_grad():  # a trained-looking adapter, so the policy and the reference differ
+        for name, p in policy.model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.3, generator=torch.Generator().manual_seed(1))
+    out = _rollout(policy)
+    policy.eval()  # dropout off, as in every pass of a PPO step
+
+    def passes():
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            scored = policy.score(out.prompt_ids, out.prompt_mask, out.response_ids, GEN.temperature)
+            ref = policy.reference_logprobs(out.prompt_ids, out.prompt_mask, out.response_ids, GEN.temperature)
+        return scored.logprobs, scored.values, ref
+
+    before = passes()
+    assert policy.store_frozen_linears_in(torch.bfloat16) > 0
+    after = passes()
+    for a, b in zip(before, after):
+        assert torch.equal(a, b)  # autocast cast those weights to bf16 on every call anyway
+    assert all(p.dtype == torch.float32 for p in policy.parameters() if p.requires_grad)
+    embeddings = [m for m in policy.model.modules() if isinstance(m, torch.nn.Embedding)]
+    assert embeddings and all(m.weight.dtype == torch.float32 for m in embeddings)
+    if reference == "copy":
+        frozen = [m for m in policy._reference_copy.modules() if isinstance(m, torch.nn.Linear)]
+        assert any(m.weight.dtype == torch.bfloat16 for m in frozen)

@@ -73,6 +73,39 @@ class PolicyWithValueHead(nn.Module):
             # stored outside the module tree so it is neither saved, nor optimised, nor moved by accident
             self.__dict__["_reference_copy"] = frozen
 
+    def store_frozen_linears_in(self, dtype: torch.dtype) -> int:
+        """Keep the weights of every frozen linear layer (policy and reference copy) in ``dtype``; returns how many.
+
+        Under autocast every linear layer casts its fp32 weight to bf16 on each call; for a frozen weight that
+        cast is repeated work (at a decode step with 16 rows it costs about as much as the product) and the
+        fp32 copy is memory that never changes. Stored in bf16, autocast finds it already cast, so every
+        product is bit for bit what it was. Trainable tensors (LoRA, value head, fully trained modules) keep
+        their fp32 master weights, and norms and embeddings are not linear layers, so they stay fp32 too; a
+        linear layer that shares its weight with an embedding (tied output layer) is left alone. Every pass
+        must then run under autocast, as rlhfkit's PPO step does.
+
+        The frozen tensors that stay fp32 are copied out of the checkpoint's memory map as well: while any
+        tensor still points into it, the map keeps the fp32 pages of every weight it has read resident (on
+        the FLAN-T5-small shape, peak RSS of a PPO step fell from ~1190 to ~970 MiB).
+        """
+        count = 0
+        for root in (self.model, self._reference_copy):
+            if root is None:
+                continue
+            tied = {id(m.weight) for m in root.modules() if isinstance(m, nn.Embedding)}
+            for module in root.modules():
+                if not isinstance(module, nn.Linear) or module.weight.requires_grad or id(module.weight) in tied:
+                    continue
+                module.weight.data = module.weight.data.to(dtype)
+                if module.bias is not None and not module.bias.requires_grad:
+                    module.bias.data = module.bias.data.to(dtype)
+                count += 1
+            # copied out of the checkpoint's memory map, so that the map (and its fp32 pages) is released
+            for tensor in [*root.parameters(), *root.buffers()]:
+                if not tensor.requires_grad and tensor.dtype == torch.float32:
+                    tensor.data = tensor.data.clone()
+        return count
+
     # ----------------------------------------------------------------------------------------------
     # Teacher-forced passes over (prompt, response) pairs
 
