@@ -175,14 +175,16 @@ def run_demo(output_dir: str = "runs/demo", seed: int = 0, overrides: Sequence[s
     if "samples" in sft:
         _print_samples(console, sft["samples"][:4])
 
-    mode = "human" if human else "simulated"
-    k_pairs = StageCache.key(k_sft, cfg.feedback, mode)
+    mode, fb = ("human" if human else "simulated"), cfg.feedback
+    # the pairs depend only on how they are sampled; the labeling settings (annotators, errors, ties) key stage 4
+    k_pairs = StageCache.key(k_sft, mode, f"prompts={fb.prompts} samples={fb.samples_per_prompt} "
+                             f"human_prompts={fb.human_prompts} overlap={fb.overlap}")  # fmt: skip
     items = out / "feedback" / "items.sqlite"
     stage("3. sample comparison pairs from the SFT policy", "pairs", k_pairs,
           lambda: _sample_pairs(cfg, adapter, items, human))  # fmt: skip
 
     labels = out / "feedback" / "labels.sqlite"
-    k_labels = StageCache.key(k_pairs, cfg.feedback, mode)
+    k_labels = StageCache.key(k_pairs, fb)
     label_work = (lambda: _label_by_person(cfg, items, labels, console)) if human else (
         lambda: _label_simulated(cfg, items, labels))  # fmt: skip
     stage("4. annotators label the pairs" + (" (you, in the browser)" if human else " (simulated)"), "labels",
@@ -193,7 +195,7 @@ def run_demo(output_dir: str = "runs/demo", seed: int = 0, overrides: Sequence[s
                lambda: _train_reward_model(cfg, labels, out, progress))  # fmt: skip
 
     ppo_cfg = _ppo_config(cfg, out, adapter, rm["model_dir"])
-    k_ppo = StageCache.key(k_rm, ppo_cfg.ppo, ppo_cfg.lora, ppo_cfg.reward, ppo_cfg.generation)
+    k_ppo = _ppo_key(k_rm, ppo_cfg)
     stage("6. PPO against the reward model, KL-penalised towards the SFT model", "ppo", k_ppo,
           lambda: _ppo(ppo_cfg, cache, "ppo", k_ppo, progress))  # fmt: skip
     policies = [f"sft={adapter}", f"ppo={out / 'ppo' / 'adapter'}"]
@@ -201,7 +203,7 @@ def run_demo(output_dir: str = "runs/demo", seed: int = 0, overrides: Sequence[s
     if cfg.kl_comparison:
         beta0 = replace(ppo_cfg, **{"run.output_dir": str(out / "ppo-beta0"), "ppo.kl_coef": 0.0,
                                     "ppo.adaptive_kl": False})  # fmt: skip
-        k_beta0 = StageCache.key(k_rm, beta0.ppo, beta0.lora, beta0.reward, beta0.generation)
+        k_beta0 = _ppo_key(k_rm, beta0)
         stage("6b. the same PPO without the KL penalty (beta = 0)", "ppo_beta0", k_beta0,
               lambda: _ppo(beta0, cache, "ppo_beta0", k_beta0, progress))  # fmt: skip
         policies.append(f"ppo-beta0={out / 'ppo-beta0' / 'adapter'}")
@@ -314,6 +316,11 @@ def _ppo_config(cfg: DemoConfig, out: Path, sft_adapter: str, reward_model: str)
     reward = [RewardSpec(kind="reward_model", path=reward_model, name="reward model")]
     return replace(pipeline_config(cfg), **{"run.output_dir": str(out / "ppo"), "ppo.sft_adapter": sft_adapter,
                            "reward.rewards": reward})  # fmt: skip
+
+
+def _ppo_key(upstream: str, cfg: Config) -> str:
+    """The key of a PPO stage: the reward-model stage's key and the settings PPO reads."""
+    return StageCache.key(upstream, cfg.ppo, cfg.lora, cfg.reward, cfg.generation)
 
 
 def _ppo(cfg: Config, cache: StageCache, name: str, key: str, progress: bool) -> dict[str, Any]:

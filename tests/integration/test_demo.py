@@ -74,6 +74,11 @@ def test_demo_runs_every_stage_then_reuses_and_recovers(tmp_path, capsys, monkey
     assert main([*args, "--set", "eval.prompts=12"]) == 0
     assert "resuming the interrupted PPO run" in capsys.readouterr().out
 
+    # a labeling setting relabels the same pairs: preset, SFT and the sampled pairs are reused
+    assert main([*args, "--set", "eval.prompts=12", "--set", "feedback.error_rate=0.2"]) == 0
+    printed = capsys.readouterr().out
+    assert _reused(printed) == 3 and "sample comparison pairs from the SFT policy: done earlier" in printed
+
 
 @pytest.mark.slow
 def test_demo_human_mode_waits_for_a_person(tmp_path, capsys, monkeypatch):

@@ -95,8 +95,8 @@ def generate(
     ``seed`` makes sampling reproducible without disturbing the caller's global RNG state.
     ``row_seeds`` (one per prompt) goes further: each prompt draws from its own random stream (a generator
     per row, see :func:`~rlhfkit.rollout.decoding.sample_from`), so its response does not depend on the
-    batch it lands in, and two policies sampled with the same row seeds share their random numbers (paired evaluation). With
-    ``collect=True`` the log-probs of the sampled tokens and the hidden states behind them are kept from
+    batch it lands in, and two policies sampled with the same row seeds share their random numbers (paired
+    evaluation). With ``collect=True`` the log-probs of the sampled tokens and the hidden states behind them are kept from
     the sampling pass itself, so a PPO rollout need not run the policy over its responses again.
     """
     check_prompts(tokenizer, prompts, gen.max_prompt_tokens)
