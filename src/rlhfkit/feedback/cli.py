@@ -12,11 +12,14 @@ import json
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from rlhfkit.errors import RlhfkitError
 from rlhfkit.feedback.config import QUESTION_TYPES, FeedbackConfig
 from rlhfkit.feedback.formats import IMPORT_FORMATS
-from rlhfkit.feedback.store import FeedbackStore
+
+if TYPE_CHECKING:
+    from rlhfkit.feedback.store import FeedbackStore
 
 STORE_ENV = "RLHFKIT_FEEDBACK_STORE"
 _DEFAULTS = FeedbackConfig()
@@ -39,6 +42,17 @@ typical session:
   rlhfkit feedback stats --store fb.sqlite
   rlhfkit feedback export --store fb.sqlite --output preferences.jsonl
 """
+
+
+def feedback_store() -> type[FeedbackStore]:
+    """The store class, imported on first use: the rest of the CLI (sft, ppo, eval) works without the
+    ``feedback`` extra installed, and a feedback command without it says what to install."""
+    try:
+        from rlhfkit.feedback.store import FeedbackStore
+    except ModuleNotFoundError as e:
+        raise RlhfkitError(f"the feedback commands need the 'feedback' extra ({e.name} is not installed): "
+                           "pip install 'rlhfkit[feedback]'") from e  # fmt: skip
+    return FeedbackStore
 
 
 def add_store_argument(parser: argparse.ArgumentParser) -> None:
@@ -198,6 +212,16 @@ def register(
 
     for extra in extra_commands:
         extra(commands)
+    for command in commands.choices.values():  # every feedback command checks for its extra before it starts
+        command.set_defaults(func=_with_feedback_extra(command.get_default("func")))
+
+
+def _with_feedback_extra(handler: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    def checked(args: argparse.Namespace) -> int:
+        feedback_store()
+        return handler(args)
+
+    return checked
 
 
 # ------------------------------------------------------------------------------------------- handlers
@@ -208,7 +232,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
         raise RlhfkitError(
             f"unknown question type {args.question!r}; choose one of {', '.join(QUESTION_TYPES)}"
         )
-    with FeedbackStore.create(
+    with feedback_store().create(
         store_target(args), question_type=args.question, overlap=args.overlap, name=args.name
     ) as store:
         p = store.project
@@ -221,7 +245,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
 
 
 def _cmd_add_annotator(args: argparse.Namespace) -> int:
-    with FeedbackStore.open(store_target(args)) as store:
+    with feedback_store().open(store_target(args)) as store:
         if args.new_token:
             token = store.issue_token(args.name, admin=True if args.admin else None)
             print(f"new login token for {args.name} (the old one no longer works); it is shown only once:")
@@ -250,7 +274,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     config = FeedbackConfig(
         host=args.host, port=args.port, cookie_secure=args.secure_cookies, session_hours=args.session_hours
     )
-    store = FeedbackStore.open(store_target(args), config=config)
+    store = feedback_store().open(store_target(args), config=config)
     try:
         app = create_app(store, config=config)
         if not _is_loopback(args.host):
@@ -281,7 +305,7 @@ def _parse_rates(text: str) -> float | list[float]:
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from rlhfkit.feedback.simulate import simulate
 
-    with FeedbackStore.open(store_target(args)) as store:
+    with feedback_store().open(store_target(args)) as store:
         summary = simulate(
             store,
             n_annotators=args.annotators,
@@ -303,7 +327,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 def _cmd_stats(args: argparse.Namespace) -> int:
     from rlhfkit.feedback.stats import compute_stats
 
-    with FeedbackStore.open(store_target(args)) as store:
+    with feedback_store().open(store_target(args)) as store:
         stats = compute_stats(store)
     if args.json:
         print(json.dumps(stats.to_dict(), indent=2, default=str))
@@ -315,7 +339,7 @@ def _cmd_stats(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     from rlhfkit.feedback.export import export_pairs, export_unpaired
 
-    with FeedbackStore.open(store_target(args)) as store:
+    with feedback_store().open(store_target(args)) as store:
         kind = args.kind or ("pairs" if store.project.question_type == "pairwise" else "unpaired")
         writer = export_pairs if kind == "pairs" else export_unpaired
         count = writer(store, args.output, aggregate=args.aggregate, complete_only=args.complete_only)
@@ -327,7 +351,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_import(args: argparse.Namespace) -> int:
     from rlhfkit.feedback.importing import import_file
 
-    with FeedbackStore.open(store_target(args)) as store:
+    with feedback_store().open(store_target(args)) as store:
         fmt = args.fmt or ("trl" if store.project.question_type == "pairwise" else "trl-unpaired")
         result = import_file(store, args.file, fmt, labeled=not args.unlabeled)
     print(f"read {result.records} records from {args.file}: {result.items_added} new items")

@@ -94,14 +94,14 @@ def generate_into_store(store_target: str, cfg: Config, policies: Sequence[str],
                         split: str = "train", seed: int = 0) -> "AddResult":  # fmt: skip
     """Sample candidates for ``n_prompts`` prompts of ``split`` and add them to the store."""
     from rlhfkit.data.loading import load_dialogues
-    from rlhfkit.feedback.items import add_candidates
-    from rlhfkit.feedback.store import FeedbackStore
+    from rlhfkit.feedback.cli import feedback_store
     from rlhfkit.train.runtime import quiet_libraries
 
     quiet_libraries()
     if n_prompts <= 0:
         raise RlhfkitError("the number of prompts must be positive.")
-    store = FeedbackStore.open(store_target)
+    store = feedback_store().open(store_target)  # says which extra to install when SQLAlchemy is missing
+    from rlhfkit.feedback.items import add_candidates
     data = load_dialogues(cfg.data)
     part = data.train if split == "train" else data.test
     rows = part.select(range(min(n_prompts, len(part))))
