@@ -57,7 +57,8 @@ def _free_port() -> int:
 
 def _launch(args: list[str], timeout: int = 300) -> subprocess.CompletedProcess:
     """`accelerate launch` with 2 CPU processes (configs/accelerate/multi-cpu.yaml), one thread each."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    # CPU processes and gloo on any machine: visible GPUs would turn the launch into NCCL on cuda:0 and cuda:1
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "CUDA_VISIBLE_DEVICES": ""}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO / "src"), env.get("PYTHONPATH", "")) if p)
     command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
                str(REPO / "configs" / "accelerate" / "multi-cpu.yaml"), "--main_process_port", str(_free_port()),

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
+from rlhfkit.errors import RlhfkitError
 from rlhfkit.ppo import masked_whiten
 from rlhfkit.rewards.batching import LabelBatch, PairBatch, shard_label_batch, shard_pair_batch
-from rlhfkit.train.distributed import padded_shard, shard_bounds
+from rlhfkit.train.distributed import check_backend, padded_shard, shard_bounds
 
 
 def test_shard_bounds_cover_every_row_once_in_order():
@@ -72,3 +74,17 @@ def test_whitening_with_a_reducer_matches_whitening_the_whole_batch():
         return masked_whiten(halves[i][0], halves[i][1], reduce_sum=reduce_sum)
 
     torch.testing.assert_close(torch.cat([whiten_half(0), whiten_half(1)]), whole, rtol=1e-5, atol=1e-6)
+
+
+def test_more_local_processes_than_gpus_is_refused_with_what_to_do(monkeypatch):
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")  # what torchrun sets for 2 processes on this machine
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    with pytest.raises(RlhfkitError, match=r"2 processes were launched on this machine but only 1 GPU\(s\)"):
+        check_backend(cpu=False)
+    with pytest.raises(RlhfkitError, match="CUDA_VISIBLE_DEVICES= accelerate launch"):
+        check_backend(cpu=True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    check_backend(cpu=False)  # one process per GPU is fine
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    check_backend(cpu=True)  # CPU processes on a machine without visible GPUs are fine (what CI launches)
