@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -120,8 +121,10 @@ def run_rlhfkit(preset: str, precision: str, steps: int) -> dict:
 # orchestration
 
 
-def _worker(args: list[str], python: str = sys.executable) -> dict:
+def _worker(args: list[str], python: str = sys.executable, pythonpath: str | None = None) -> dict:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": str(THREADS), "TOKENIZERS_PARALLELISM": "false"}
+    if pythonpath is not None:
+        env["PYTHONPATH"] = pythonpath
     done = subprocess.run([python, *args], capture_output=True, text=True, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"worker {' '.join(args[:3])} failed:\n{done.stderr[-3000:]}")
@@ -134,6 +137,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed steps per variant (after one warm-up step)")
     parser.add_argument("--setup-trl", action="store_true", help="create the TRL 0.11.4 virtualenv and exit")
     parser.add_argument("--skip-trl", action="store_true", help="time rlhfkit only")
+    parser.add_argument("--trl-python", default=str(TRL_VENV / "bin" / "python"),
+                        help="Python that runs the TRL 0.11.4 side (default: the --setup-trl virtualenv)")
+    parser.add_argument("--trl-pythonpath", help="PYTHONPATH for the TRL side, e.g. a folder its packages were "
+                        "installed into with pip --target (on a machine where no virtualenv can be built)")
     parser.add_argument("--worker", nargs=3, metavar=("KIND", "PRESET", "VARIANT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.setup_trl:
@@ -145,7 +152,7 @@ def main() -> None:
         return
     from rlhfkit.models.presets import ensure_preset
 
-    trl_python = TRL_VENV / "bin" / "python"
+    trl_python = Path(shutil.which(args.trl_python) or args.trl_python)
     if not args.skip_trl and not trl_python.exists():
         sys.exit("TRL 0.11.4's virtualenv is missing: run `python bench/ppo_step.py --setup-trl` first (or --skip-trl).")
     print(f"PPO step, batch {BATCH}, mini-batch {MINI_BATCH}, 1 epoch, {PROMPT_TOKENS}-token prompts, exactly "
@@ -164,7 +171,7 @@ def main() -> None:
             for mode in ("batched", "lab"):
                 results[f"TRL 0.11.4 {mode} fp32"] = _worker(
                     [str(HERE / "trl011_ppo_worker.py"), preset_dir, str(prompts_file), mode, str(args.steps)],
-                    python=str(trl_python),
+                    python=str(trl_python), pythonpath=args.trl_pythonpath,
                 )
         print(header)
         for name, r in results.items():

@@ -51,7 +51,9 @@ def main(preset_dir: str, prompts_json: str, mode: str, steps: int) -> None:
                            batch_size=BATCH, seed=0)  # fmt: skip
     trainer = PPOTrainer(config=ppo_config, model=ppo_model, ref_model=ref_model, tokenizer=tokenizer)
     prompts = json.loads(Path(prompts_json).read_text())
-    queries = [tokenizer(p, return_tensors="pt").input_ids.squeeze(0) for p in prompts]
+    # on the trainer's device: the lab's one-prompt generate() does not move its input there itself
+    device = trainer.accelerator.device
+    queries = [tokenizer(p, return_tensors="pt").input_ids.squeeze(0).to(device) for p in prompts]
     assert all(len(q) == 128 for q in queries), [len(q) for q in queries]
     gen_kwargs = {"min_new_tokens": NEW_TOKENS, "max_new_tokens": NEW_TOKENS, "top_k": 0.0, "top_p": 1.0,
                   "do_sample": True, "pad_token_id": tokenizer.pad_token_id}  # fmt: skip
@@ -75,6 +77,8 @@ def main(preset_dir: str, prompts_json: str, mode: str, steps: int) -> None:
     timed = timings[1:]
     result = {k: sum(t[k] for t in timed) / len(timed) for k in timed[0]}
     result["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["samples_per_second"] = BATCH / result["step"]
+    result["peak_gpu_mib"] = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None
     print(json.dumps(result))
 
 

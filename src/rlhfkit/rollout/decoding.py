@@ -204,7 +204,9 @@ def decode(model: Any, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, sett
                 hidden.append(seen[-1][:, -1])  # (B, H)
             seen.clear()
             finished |= next_ids == settings.eos_token_id
-            if bool(finished.all()):
+            # EOS is banned before min_new_tokens, so no row can have finished: skip the check, which on a GPU
+            # would wait for the step's kernels instead of queuing the next step's behind them
+            if step + 1 >= settings.min_new_tokens and bool(finished.all()):
                 break
             inputs = _next_inputs(inputs, next_ids, is_encoder_decoder)
     empty = prompt_ids.new_zeros(B, 0)

@@ -542,9 +542,12 @@ def ppo_step(policy: PolicyWithValueHead, model: Any, optimizer: Any, scheduler:
     reduce_sum = (lambda t: all_reduce_sum(accelerator, t)) if P > 1 else None
     timings: dict[str, float] = {}
 
+    sync = torch.cuda.synchronize if accelerator.device.type == "cuda" else (lambda: None)
+
     def timed(name: str, fn: Callable[[], Any]) -> Any:
         t0 = time.perf_counter()
         result = fn()
+        sync()  # CUDA kernels run asynchronously: without this a stage's time would land on the next one
         timings[f"time/{name}"] = time.perf_counter() - t0
         return result
 
