@@ -149,3 +149,27 @@ def test_sampled_tokens_lie_inside_the_top_k_and_top_p_sets(policy, top_k, top_p
     full = logprobs_from_logits(logits, out.response_ids, temperature)
     assert ((out.logprobs - full) * out.response_mask).abs().max().item() < 1e-5
     assert math.isfinite(float(out.logprobs.sum()))
+
+
+def test_decoding_steps_use_eager_attention_on_a_cpu_and_restore_sdpa(policy):
+    """The one-query decoding steps run eager attention (CPU SDPA's flash kernel is slow there); after decoding,
+    and in the encoder and teacher-forced passes, the model's SDPA is back."""
+    base = policy.model.get_base_model()
+    assert base.config._attn_implementation == "sdpa"
+    seen: list[tuple[int, str]] = []  # (query length, attention implementation) at each forward of the decoder
+    decoder = base.get_decoder()
+    hook = decoder.register_forward_pre_hook(
+        lambda _m, args, kwargs: seen.append(
+            (next(v for k, v in kwargs.items() if k in ("input_ids", "inputs_embeds") and v is not None).shape[1],
+             base.config._attn_implementation)
+        ),
+        with_kwargs=True,
+    )
+    try:
+        generate(policy.model, policy.tokenizer, PROMPTS, GenerationConfig(max_new_tokens=4), policy.is_encoder_decoder,
+                 seed=0)  # fmt: skip
+    finally:
+        hook.remove()
+    assert len(seen) == 4 and {impl for _, impl in seen} == {"eager"}
+    assert {length for length, _ in seen[1:]} == {1}
+    assert base.config._attn_implementation == "sdpa"
