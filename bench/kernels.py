@@ -1,0 +1,71 @@
+"""The CPU kernel figures that PPO speed rests on, measured on this machine (2 threads, as bench/ppo_step.py).
+
+1. Matrix-product throughput of ``F.linear`` in fp32 and bf16, for the shapes of FLAN-T5-base: the 16-row
+   products of a decoding step and the 512/2048-row products of teacher-forced passes. The fp32 peak bounds
+   how fast an fp32 PPO step can be: docs/ppo.md turns it into a floor per step.
+2. One-query attention (a decoding step: 16 rows, 12 heads, 1 query, 128 or 32 keys with a bias) through
+   SDPA's CPU kernel against the eager matmul-softmax-matmul, which is why the sampling loop decodes with
+   eager attention on a CPU (rlhfkit.rollout.decoding.cpu_decode_attention).
+
+    .venv/bin/python bench/kernels.py
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+THREADS = 2
+
+
+def mean_us(fn: Callable[[], object], repeats: int) -> float:
+    for _ in range(3):
+        fn()
+    started = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - started) / repeats * 1e6
+
+
+def linear_throughput() -> None:
+    print("F.linear, GMAC/s (multiply-adds per second)      fp32      bf16")
+    for rows in (16, 512, 2048):
+        for k, n in ((768, 768), (768, 2048), (768, 32128)):
+            x, w = torch.randn(rows, k), torch.randn(n, k)
+            repeats = max(3, int(2e9 / (rows * k * n)))
+            macs = rows * k * n / 1e3  # per microsecond → G per second
+            fp32 = macs / mean_us(lambda: F.linear(x, w), repeats)
+            xb, wb = x.bfloat16(), w.bfloat16()
+            bf16 = macs / mean_us(lambda: F.linear(xb, wb), repeats)
+            print(f"  {rows:5d} rows x {k} -> {n:<6d}                    {fp32:8.0f}  {bf16:8.0f}")
+
+
+def one_query_attention() -> None:
+    print("\none-query attention (16 rows, 12 heads, head dim 64), microseconds per call")
+    print("                               SDPA (CPU kernel)     eager")
+    for dtype in (torch.float32, torch.bfloat16):
+        for keys in (128, 32):
+            q = torch.randn(16, 12, 1, 64, dtype=dtype)
+            k, v = torch.randn(16, 12, keys, 64, dtype=dtype), torch.randn(16, 12, keys, 64, dtype=dtype)
+            bias = torch.randn(16, 12, 1, keys, dtype=dtype)
+
+            def sdpa() -> torch.Tensor:
+                with sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.MATH]):
+                    return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=1.0)
+
+            def eager() -> torch.Tensor:  # what transformers' eager T5 attention computes
+                weights = (q @ k.transpose(-1, -2) + bias).float().softmax(-1).to(dtype)
+                return weights @ v
+
+            name = str(dtype).removeprefix("torch.")
+            print(f"  {name:8s} {keys:3d} keys               {mean_us(sdpa, 200):10.0f}  {mean_us(eager, 200):8.0f}")
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(THREADS)
+    linear_throughput()
+    one_query_attention()
