@@ -72,6 +72,7 @@ def run_eval(cfg: Config, progress: bool = True, console: Console | None = None)
     from rlhfkit.train.runtime import quiet_libraries
 
     quiet_libraries()
+    check_eval_extra()
     console = console or Console(stderr=True, quiet=not progress)
     ev = cfg.eval
     if not ev.policies:
@@ -113,6 +114,22 @@ def run_eval(cfg: Config, progress: bool = True, console: Console | None = None)
     results["files"] = files
     write_json_atomic(out / "results.json", results)
     return EvalResult(out, results, report)
+
+
+def check_eval_extra() -> None:
+    """The statistics (SciPy), plots (matplotlib) and report (Jinja2) come with the ``eval`` extra: say so before
+    any sampling, not in a traceback at the end of the run."""
+    import importlib
+
+    missing = []
+    for module in ("scipy.stats", "matplotlib", "jinja2"):
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            missing.append(module.split(".")[0])
+    if missing:
+        raise RlhfkitError(f"rlhfkit eval needs the 'eval' extra ({', '.join(missing)} not installed): "
+                           "pip install 'rlhfkit[eval]'")  # fmt: skip
 
 
 def _check_policy_path(name: str, path: str) -> None:
