@@ -38,19 +38,26 @@ def _mean(history, key, steps):
 def _held_out_score(cfg, adapter: Path) -> float:
     """Mean lexicon reward of ``adapter``'s answers to the held-out prompts (row-seeded, so paired)."""
     prompts = list(load_dialogues(cfg.data).test["prompt"])
-    samples = sample_policy(cfg, adapter.name, str(adapter), prompts, [prompt_seed(0, i) for i in range(len(prompts))])
+    samples = sample_policy(
+        cfg, adapter.name, str(adapter), prompts, [prompt_seed(0, i) for i in range(len(prompts))]
+    )
     scores = LexiconReward()(prompts, samples.texts)
     return sum(scores) / len(scores)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("recipe, compare_beta_zero", [("sft-tiny-t5.yaml", True), ("sft-tiny-llama.yaml", False)])
+@pytest.mark.parametrize(
+    "recipe, compare_beta_zero", [("sft-tiny-t5.yaml", True), ("sft-tiny-llama.yaml", False)]
+)
 def test_score_rises_with_bounded_kl_and_beta_zero_drifts_further(tmp_path, recipe, compare_beta_zero):
     sft_cfg = load_config([REPO / "configs" / recipe], DATA + SFT)
     sft = run_sft(replace(sft_cfg, **{"run.output_dir": str(tmp_path / "sft")}), progress=False)
 
     def ppo(beta: float):
-        cfg = load_config([REPO / "configs" / recipe], DATA + PPO + [f"ppo.kl_coef={beta}", f"ppo.sft_adapter={sft.adapter_dir}"])
+        cfg = load_config(
+            [REPO / "configs" / recipe],
+            DATA + PPO + [f"ppo.kl_coef={beta}", f"ppo.sft_adapter={sft.adapter_dir}"],
+        )
         cfg = replace(cfg, **{"run.output_dir": str(tmp_path / f"ppo-beta{beta}")})
         return cfg, run_ppo(cfg, reward=LexiconReward(), progress=False)
 
@@ -58,7 +65,9 @@ def test_score_rises_with_bounded_kl_and_beta_zero_drifts_further(tmp_path, reci
     before, after = _held_out_score(cfg, Path(sft.adapter_dir)), _held_out_score(cfg, with_kl.adapter_dir)
     assert before < -0.1, f"the SFT policy should insult now and then (held-out score {before:.3f})"
     assert after > before / 2, (before, after)  # at least half of the insults are gone on unseen prompts
-    assert max(h["kl/k1"] for h in with_kl.history) < 15.0  # the KL penalty keeps the policy near the reference
+    assert (
+        max(h["kl/k1"] for h in with_kl.history) < 15.0
+    )  # the KL penalty keeps the policy near the reference
     if not compare_beta_zero:
         return
     _, free = ppo(0.0)
