@@ -107,6 +107,13 @@ def _assert_stats_close(a: dict, b: dict) -> None:
             assert a[k] == b[k], (k, a[k], b[k])
 
 
+def _assert_train_records_close(a: Path, b: Path, keys: tuple[str, ...]) -> None:
+    """Each run logged exactly one training record, and the two agree on ``keys``."""
+    (ta,), (tb,) = ([r for r in read_metrics(d / "metrics.jsonl") if r["event"] == "train"] for d in (a, b))
+    for key in keys:
+        assert math.isclose(ta[key], tb[key], rel_tol=RTOL), (key, ta[key], tb[key])
+
+
 def _events(folder: Path) -> list[str]:
     return [r.get("event", "step") for r in read_metrics(folder / "metrics.jsonl")]
 
@@ -116,11 +123,7 @@ def test_sft_on_two_processes_matches_one_process(runs):
     one, two, stdout = runs
     _assert_tensors_close(load_file(one / "sft/adapter/adapter_model.safetensors"),
                           load_file(two / "sft/adapter/adapter_model.safetensors"))  # fmt: skip
-    (train1,), (train2,) = (
-        [r for r in read_metrics(d / "sft/metrics.jsonl") if r["event"] == "train"] for d in (one, two)
-    )
-    for key in ("loss", "grad_norm", "lr"):
-        assert math.isclose(train1[key], train2[key], rel_tol=RTOL), (key, train1[key], train2[key])
+    _assert_train_records_close(one / "sft", two / "sft", ("loss", "grad_norm", "lr"))
     # one log, written once, by one process; one summary printed
     assert _events(two / "sft") == ["start", "train", "eval"]
     assert read_metrics(two / "sft/metrics.jsonl")[0]["processes"] == 2
@@ -135,11 +138,7 @@ def test_reward_training_on_two_processes_matches_one_process(runs):
     one, two, _ = runs
     _assert_tensors_close(load_file(one / "reward/reward_model/model.safetensors"),
                           load_file(two / "reward/reward_model/model.safetensors"))  # fmt: skip
-    (t1,), (t2,) = (
-        [r for r in read_metrics(d / "reward/metrics.jsonl") if r["event"] == "train"] for d in (one, two)
-    )
-    for key in ("loss", "grad_norm", "examples"):
-        assert math.isclose(t1[key], t2[key], rel_tol=RTOL), (key, t1[key], t2[key])
+    _assert_train_records_close(one / "reward", two / "reward", ("loss", "grad_norm", "examples"))
     assert _events(two / "reward") == ["start", "train", "eval"]
     r1, r2 = (json.loads((d / "reward/report.json").read_text()) for d in (one, two))
     assert r1["heldout"]["accuracy"] == r2["heldout"]["accuracy"]

@@ -35,9 +35,8 @@ def _mean(history, key, steps):
     return sum(values) / len(values)
 
 
-def _held_out_score(cfg, adapter: Path) -> float:
-    """Mean lexicon reward of ``adapter``'s answers to the held-out prompts (row-seeded, so paired)."""
-    prompts = list(load_dialogues(cfg.data).test["prompt"])
+def _held_out_score(cfg, adapter: Path, prompts: list[str]) -> float:
+    """Mean lexicon reward of ``adapter``'s answers to ``prompts``, prompt i sampled from seed i's stream (paired)."""
     samples = sample_policy(
         cfg, adapter.name, str(adapter), prompts, [prompt_seed(0, i) for i in range(len(prompts))]
     )
@@ -62,7 +61,9 @@ def test_score_rises_with_bounded_kl_and_beta_zero_drifts_further(tmp_path, reci
         return cfg, run_ppo(cfg, reward=LexiconReward(), progress=False)
 
     cfg, with_kl = ppo(0.1)
-    before, after = _held_out_score(cfg, Path(sft.adapter_dir)), _held_out_score(cfg, with_kl.adapter_dir)
+    held_out = list(load_dialogues(cfg.data).test["prompt"])
+    before = _held_out_score(cfg, Path(sft.adapter_dir), held_out)
+    after = _held_out_score(cfg, with_kl.adapter_dir, held_out)
     assert before < -0.1, f"the SFT policy should insult now and then (held-out score {before:.3f})"
     assert after > before / 2, (before, after)  # at least half of the insults are gone on unseen prompts
     assert (

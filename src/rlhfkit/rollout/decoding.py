@@ -148,7 +148,7 @@ def cpu_decode_attention(model: Any) -> Iterator[None]:
     bf16 rollout of flan-t5-base-shape. Encoder and teacher-forced passes have long queries, where the two are
     within 15% of each other, and keep SDPA. Both compute softmax(QK^T + bias)V; only the rounding differs.
     """
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = _unwrapped(model)
     current = getattr(getattr(base, "config", None), "_attn_implementation", None)
     on_cpu = next(base.parameters()).device.type == "cpu"
     if not on_cpu or current != "sdpa" or not hasattr(base, "set_attn_implementation"):
@@ -174,8 +174,12 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
 
 def _cache_keyword(model: Any) -> str:
     """transformers 5 renamed the forward argument ``past_key_values`` to ``cache``; use what this model takes."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+    return "cache" if "cache" in inspect.signature(_unwrapped(model).forward).parameters else "past_key_values"
+
+
+def _unwrapped(model: Any) -> Any:
+    """The transformers model under a peft wrapper (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 # --------------------------------------------------------------------------------------------------

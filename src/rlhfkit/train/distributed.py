@@ -47,19 +47,19 @@ def check_backend(cpu: bool) -> None:
     without DeepSpeed: all are worse than a message that says what to change.
     """
     local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)  # set by torchrun / accelerate launch
-    hide_gpus = "or run every process on the CPU by hiding the GPUs: CUDA_VISIBLE_DEVICES= accelerate launch ..."
+    hide_gpus = "run every process on the CPU by hiding the GPUs: CUDA_VISIBLE_DEVICES= accelerate launch ..."
     if not cpu and local_processes > torch.cuda.device_count():
         raise RlhfkitError(
             f"{local_processes} processes were launched on this machine but only {torch.cuda.device_count()} GPU(s) "
             "are visible: launch at most one process per GPU (accelerate launch --num_processes N, or "
-            f"num_processes in the Accelerate config), {hide_gpus}"
+            f"num_processes in the Accelerate config), or {hide_gpus}"
         )
     if cpu and local_processes > 1 and torch.cuda.is_available():
         # Accelerate's barrier passes the process's index as a CUDA device id whenever CUDA is visible, so CPU
         # processes on a GPU machine fail with "invalid device ordinal" (seen with accelerate 1.15, torch 2.11)
         raise RlhfkitError(
             f"run.device=cpu with {local_processes} processes on a machine with visible GPUs does not work "
-            f"through Accelerate; {hide_gpus.removeprefix('or ')} (or drop run.device=cpu to train on the GPUs)."
+            f"through Accelerate; {hide_gpus} (or drop run.device=cpu to train on the GPUs)."
         )
     if requested_backend() != "deepspeed":
         return
