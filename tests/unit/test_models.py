@@ -41,6 +41,33 @@ def test_preset_round_trips_through_from_pretrained(tmp_path, preset, enc_dec):
     assert torch.allclose(_logits(rebuilt), _logits(by_folder))
 
 
+def test_tanh_gelu_runs_as_one_fused_kernel_with_the_same_results():
+    from transformers.activations import GELUTanh, NewGELUActivation
+
+    fused = load_base_model(ModelConfig(name_or_path="preset:tiny-t5"))
+    plain = load_base_model(ModelConfig(name_or_path="preset:tiny-t5", fused_activations=False))
+    kinds = lambda loaded: {type(m) for m in loaded.model.modules()}  # noqa: E731
+    assert NewGELUActivation in kinds(plain) and GELUTanh not in kinds(plain)  # FLAN-T5's 'gelu_new'
+    assert NewGELUActivation not in kinds(fused) and GELUTanh in kinds(fused)
+    assert torch.allclose(_logits(fused), _logits(plain), atol=1e-5)
+
+    def saved_for_backward(loaded) -> int:
+        """Bytes autograd keeps from a training forward pass (storages counted once)."""
+        storages: dict[int, int] = {}
+
+        def pack(t):
+            storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+
+        ids = torch.randint(5, 100, (2, 24))
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            loaded.model(input_ids=ids, decoder_input_ids=ids[:, :8]).logits.sum()
+        weights = {p.untyped_storage().data_ptr() for p in loaded.model.parameters()}
+        return sum(n for ptr, n in storages.items() if ptr not in weights)
+
+    assert saved_for_backward(fused) < saved_for_backward(plain)  # one saved input per GELU instead of four
+
+
 @pytest.mark.parametrize("preset", ["tiny-t5", "tiny-llama"])
 def test_preset_tokenizer_pads_with_a_token_that_is_not_eos(preset):
     loaded = load_base_model(ModelConfig(name_or_path=f"preset:{preset}"))

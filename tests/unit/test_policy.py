@@ -117,9 +117,13 @@ def test_lora_adapter_path_is_refused_for_ppo(sft_adapters):
 
 
 @pytest.mark.parametrize("preset", ["tiny-t5", "tiny-llama"])
-@pytest.mark.parametrize("reference", ["adapter", "copy"])
-def test_frozen_linears_stored_in_bf16_change_no_result_under_autocast(preset, reference):
-    policy = build_policy(ModelConfig(name_or_path=f"preset:{preset}"), LoraConfig(), reference=reference)
+@pytest.mark.parametrize("reference", ["adapter", "copy", "sft"])
+def test_frozen_linears_stored_in_bf16_change_no_result_under_autocast(preset, reference, sft_adapters):
+    """Also for a policy started from an SFT adapter, whose merge wrote into the memory-mapped checkpoint: the
+    pages given back after the copy must not take the merged weights with them."""
+    sft = sft_adapters[preset] if reference == "sft" else None
+    policy = build_policy(ModelConfig(name_or_path=f"preset:{preset}"), LoraConfig(),
+                          reference="adapter" if sft else reference, sft_adapter=sft)  # fmt: skip
     with torch.no_grad():  # a trained-looking adapter, so the policy and the reference differ
         for name, p in policy.model.named_parameters():
             if "lora_B" in name:

@@ -81,7 +81,30 @@ def load_base_model(cfg: ModelConfig, dtype: torch.dtype = torch.float32) -> Loa
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     _record_actual_tying(model)
+    if cfg.fused_activations:
+        fuse_tanh_gelu(model)
     return LoadedModel(model, tokenizer, is_encoder_decoder, source)
+
+
+def fuse_tanh_gelu(model: torch.nn.Module) -> int:
+    """Swap transformers' Python tanh-GELU for PyTorch's fused kernel of the same function; returns how many.
+
+    FLAN-T5 and GPT-2 use 'gelu_new' (``NewGELUActivation``), written as five tensor operations: each allocates a
+    full (tokens × d_ff) tensor, and in a training pass autograd keeps four of them per layer for the backward
+    pass. ``F.gelu(x, approximate="tanh")`` (transformers' own ``GELUTanh``, 'gelu_pytorch_tanh') computes the
+    same formula in one kernel and keeps only its input: on the FLAN-T5-small shape a PPO update stores ~30 MiB
+    less (``bench/ppo_step.py``). The results agree to ~2e-7 in fp32; in bf16 the fused kernel is the more
+    accurate one, because it does not round four intermediate results to bf16.
+    """
+    from transformers.activations import GELUTanh, NewGELUActivation
+
+    count = 0
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is NewGELUActivation:  # exact type: a subclass may compute something else
+                setattr(parent, name, GELUTanh())
+                count += 1
+    return count
 
 
 def _record_actual_tying(model: Any) -> None:
