@@ -186,6 +186,28 @@ def test_entropy_gradient_is_finite_with_banned_tokens() -> None:
     assert torch.isfinite(logits.grad).all()
 
 
+@pytest.mark.parametrize("chunk_elements", [1, 20, 1 << 18])
+def test_logprobs_and_entropy_do_not_depend_on_the_chunking(monkeypatch, chunk_elements: int) -> None:
+    """The (B, T, V) logits are worked a few positions at a time (one position per chunk at budget 1, a
+    chunk that ends inside a batch row at 20): values and gradients are those of the whole tensor at once."""
+    from rlhfkit.ppo import losses
+
+    monkeypatch.setattr(losses, "CPU_CHUNK_ELEMENTS", chunk_elements)
+    g = torch.Generator().manual_seed(4)
+    logits = (torch.randn(3, 5, 7, generator=g) * 3).requires_grad_()
+    tokens = torch.randint(0, 7, (3, 5), generator=g)
+    lp, h = logprobs_from_logits(logits, tokens, 0.8), entropy_from_logits(logits, 0.8)
+    (lp.sum() + h.sum()).backward()
+    ours = logits.grad.clone()
+    logits.grad = None
+    logp = torch.log_softmax(logits / 0.8, dim=-1)
+    expected_lp = logp.gather(-1, tokens[..., None]).squeeze(-1)
+    expected_h = -(logp.exp() * logp).sum(-1)
+    (expected_lp.sum() + expected_h.sum()).backward()
+    assert torch.allclose(lp, expected_lp, atol=1e-6) and torch.allclose(h, expected_h, atol=1e-6)
+    assert torch.allclose(ours, logits.grad, atol=1e-6)
+
+
 # --- approximate KL and explained variance ---------------------------------------------------
 
 

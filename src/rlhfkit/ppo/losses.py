@@ -32,16 +32,27 @@ def _check_temperature(temperature: float) -> float:
     return temperature
 
 
-def _scaled_rows(logits: torch.Tensor, temperature: float) -> Iterator[torch.Tensor]:
-    """Yield logits[i] / temperature in at least float32, one batch row at a time.
+# Elements of one float32 temporary (1 MiB) on a CPU, where each freshly allocated buffer is paid for in page
+# faults and stays in the allocator's pools; a GPU prefers few large kernels to many small ones.
+CPU_CHUNK_ELEMENTS, GPU_CHUNK_ELEMENTS = 1 << 18, 1 << 24
 
-    Working row by row bounds the temporary buffers of logsumexp / softmax (and of the dtype cast
-    and the division) to one (T, V) slice instead of a second (B, T, V) tensor.
+
+def _scaled_chunks(logits: torch.Tensor, temperature: float) -> Iterator[tuple[int, torch.Tensor]]:
+    """Yield (first position, (n, V) slice of logits.reshape(-1, V) / temperature) in at least float32.
+
+    Working a few positions at a time bounds the temporary buffers of logsumexp / softmax (and of the dtype
+    cast and the division) to about CPU_CHUNK_ELEMENTS each, instead of a second (B, T, V) tensor and its
+    companions: on the FLAN-T5-small shape the entropy of a PPO mini-batch raised peak memory by ~30 MiB
+    when it worked one (T, V) row at a time.
     """
     dtype = torch.promote_types(logits.dtype, torch.float32)
-    for row in logits:
-        row = row.to(dtype)
-        yield row if temperature == 1.0 else row / temperature
+    vocab = logits.shape[-1]
+    budget = CPU_CHUNK_ELEMENTS if logits.device.type == "cpu" else GPU_CHUNK_ELEMENTS
+    step = max(1, budget // max(vocab, 1))
+    flat = logits.reshape(-1, vocab)
+    for start in range(0, flat.shape[0], step):
+        chunk = flat[start : start + step].to(dtype)
+        yield start, (chunk if temperature == 1.0 else chunk / temperature)
 
 
 def logprobs_from_logits(
@@ -52,7 +63,7 @@ def logprobs_from_logits(
     The logits are divided by the sampling temperature first, so rollout, reference and training
     log-probs all describe the distribution the tokens were actually sampled from ("The N+
     Implementation Details of RLHF with PPO", Huang et al. 2024; DESIGN detail 2). Computed as
-    gather(logits) − logsumexp(logits) row by row, without materialising a full log_softmax.
+    gather(logits) − logsumexp(logits) a few positions at a time, without materialising a full log_softmax.
 
     Args:
         logits: (B, T, V) next-token logits aligned with ``tokens`` (logits[:, t] predicts
@@ -81,16 +92,16 @@ def logprobs_from_logits(
             f"token ids must lie in [0, {vocab}) for logits with vocabulary size {vocab}; got ids in "
             f"[{int(tokens.min())}, {int(tokens.max())}] (is a pad/ignore id like -100 left in?)"
         )
-    tokens = tokens.long()
-    rows = []
-    for row, row_tokens in zip(_scaled_rows(logits, temperature), tokens):
-        chosen = row.gather(-1, row_tokens.unsqueeze(-1)).squeeze(-1)  # (T,)
-        rows.append(chosen - torch.logsumexp(row, dim=-1))
-    if not rows:
+    flat_tokens = tokens.long().reshape(-1, 1)
+    parts = []
+    for start, chunk in _scaled_chunks(logits, temperature):
+        chosen = chunk.gather(-1, flat_tokens[start : start + chunk.shape[0]]).squeeze(-1)  # (n,)
+        parts.append(chosen - torch.logsumexp(chunk, dim=-1))
+    if not parts:
         return torch.zeros(
             tuple(tokens.shape), dtype=torch.promote_types(logits.dtype, torch.float32), device=logits.device
         )
-    return torch.stack(rows)
+    return torch.cat(parts).reshape(tokens.shape)
 
 
 def entropy_from_logits(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -109,18 +120,18 @@ def entropy_from_logits(logits: torch.Tensor, temperature: float = 1.0) -> torch
     temperature = _check_temperature(temperature)
     if logits.dim() != 3:
         raise ValueError(f"logits must be (B, T, V), got shape {tuple(logits.shape)}")
-    rows = []
-    for row in _scaled_rows(logits, temperature):
-        logp = torch.log_softmax(row, dim=-1)
+    parts = []
+    for _, chunk in _scaled_chunks(logits, temperature):
+        logp = torch.log_softmax(chunk, dim=-1)
         p = logp.exp()
-        rows.append(-(p * torch.where(p > 0, logp, torch.zeros_like(logp))).sum(dim=-1))
-    if not rows:
+        parts.append(-(p * torch.where(p > 0, logp, 0.0)).sum(dim=-1))
+    if not parts:
         return torch.zeros(
             tuple(logits.shape[:2]),
             dtype=torch.promote_types(logits.dtype, torch.float32),
             device=logits.device,
         )
-    return torch.stack(rows)
+    return torch.cat(parts).reshape(logits.shape[:2])
 
 
 def clipped_policy_loss(
