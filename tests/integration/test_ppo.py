@@ -54,6 +54,15 @@ def test_a_short_run_reports_every_statistic_and_saves_its_outputs(tmp_path, pre
     assert {"prompt", "response", "score", "step"} <= set(samples[0])
 
 
+@pytest.mark.parametrize("preset", ["tiny-t5", "tiny-llama"])
+def test_under_bf16_the_first_step_has_exactly_zero_kl(tmp_path, preset):
+    """bf16 old log-probs come from teacher-forced passes in the reference's chunks and shapes (for an
+    encoder-decoder, with the encoder output of the sampling pass), so the policy equals its reference bit for bit."""
+    cfg = _cfg(tmp_path, f"model.name_or_path=preset:{preset}", "run.precision=bf16", "ppo.steps=1")
+    first = run_ppo(cfg, reward=CallableReward(vowel_share), progress=False).history[0]
+    assert first["kl/k1"] == 0.0 and first["kl/k3"] == 0.0
+
+
 def _comparable(records):
     return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in records]
 

@@ -120,20 +120,24 @@ class PolicyWithValueHead(nn.Module):
     # ----------------------------------------------------------------------------------------------
     # Teacher-forced passes over (prompt, response) pairs
 
-    def _lm_forward(self, model: Any, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, response_ids: torch.Tensor
-                    ) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    def _lm_forward(self, model: Any, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, response_ids: torch.Tensor,
+                    encoder_hidden: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
         """(B, T, V) logits that predict each response token, and the (B, T, H) hidden states behind them."""
         start_id = decoder_start_id(self.model.get_base_model().config, self.tokenizer.pad_token_id)
-        return teacher_forced(model, self.is_encoder_decoder, start_id, prompt_ids, prompt_mask, response_ids)
+        return teacher_forced(model, self.is_encoder_decoder, start_id, prompt_ids, prompt_mask, response_ids,
+                              encoder_hidden)  # fmt: skip
 
     def score(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, response_ids: torch.Tensor,
-              temperature: float, with_entropy: bool = False, entropy_grad: bool = False) -> TokenScores:  # fmt: skip
+              temperature: float, with_entropy: bool = False, entropy_grad: bool = False,
+              encoder_hidden: torch.Tensor | None = None) -> TokenScores:  # fmt: skip
         """Log-probs, values (and entropy) of ``response_ids`` under the current policy, with gradients.
 
         The entropy is a statistic without a gradient (no autograd graph over the (B, T, V) softmax)
-        unless ``entropy_grad``, for a loss with an entropy bonus.
+        unless ``entropy_grad``, for a loss with an entropy bonus. ``encoder_hidden`` (encoder-decoders
+        only) is this policy's encoder output for ``prompt_ids``, already computed: the pass then runs the
+        decoder alone.
         """
-        logits, hidden = self._lm_forward(self.model, prompt_ids, prompt_mask, response_ids)
+        logits, hidden = self._lm_forward(self.model, prompt_ids, prompt_mask, response_ids, encoder_hidden)
         logprobs = logprobs_from_logits(logits, response_ids, temperature)
         values = self.values_from_hidden(hidden)
         entropy = None
@@ -191,22 +195,30 @@ class PolicyWithValueHead(nn.Module):
 
 
 def teacher_forced(model: Any, is_encoder_decoder: bool, start_id: int, prompt_ids: torch.Tensor,
-                   prompt_mask: torch.Tensor, response_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+                   prompt_mask: torch.Tensor, response_ids: torch.Tensor,
+                   encoder_hidden: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     """One pass over (prompt, response): (B, T, V) logits predicting each response token, (B, T, H) hidden.
 
     prompt_ids, prompt_mask: (B, P); response_ids: (B, T). The hidden states are the output layer's input
     (the decoder's last hidden state for encoder-decoders) at the positions that predict each response
     token, recorded by a hook: ``output_hidden_states`` would return, and in a no-grad pass keep alive,
-    every layer's.
+    every layer's. ``encoder_hidden`` (B, P, H), encoder-decoders only: ``model``'s encoder output for
+    these prompts, computed before; the encoder is then skipped.
     """
     T = response_ids.shape[1]
     if is_encoder_decoder:
         start = torch.full_like(response_ids[:, :1], start_id)
         decoder_input_ids = torch.cat([start, response_ids[:, :-1]], dim=1)  # (B, T) shifted right
+        prompt: dict[str, Any] = {"input_ids": prompt_ids}
+        if encoder_hidden is not None:
+            from transformers.modeling_outputs import BaseModelOutput
+
+            prompt = {"encoder_outputs": BaseModelOutput(last_hidden_state=encoder_hidden)}
         with output_layer_inputs(model) as seen:
-            out = model(input_ids=prompt_ids, attention_mask=prompt_mask, decoder_input_ids=decoder_input_ids,
-                        use_cache=False)  # fmt: skip
+            out = model(**prompt, attention_mask=prompt_mask, decoder_input_ids=decoder_input_ids, use_cache=False)
         return out.logits, seen[-1]
+    if encoder_hidden is not None:
+        raise RlhfkitError("encoder_hidden was given for a decoder-only model, which has no encoder.")
     input_ids = torch.cat([prompt_ids, response_ids], dim=1)  # (B, P + T)
     attention_mask = torch.cat([prompt_mask, torch.ones_like(response_ids)], dim=1)
     # left-padded prompts: positions count from each row's first real token (DESIGN, PPO detail 5)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import inspect
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
@@ -188,13 +188,14 @@ def _unwrapped(model: Any) -> Any:
 
 @torch.no_grad()
 def decode(model: Any, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, settings: DecodeSettings, *,
-           is_encoder_decoder: bool, collect: bool = False,
-           generators: Sequence[torch.Generator] | None = None) -> Decoded:  # fmt: skip
+           is_encoder_decoder: bool, collect: bool = False, generators: Sequence[torch.Generator] | None = None,
+           encode: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> Decoded:  # fmt: skip
     """Sample up to ``settings.max_new_tokens`` tokens for each prompt row, stopping when every row has EOS.
 
     prompt_ids, prompt_mask: (B, P); left-padded for decoder-only models. The caller sets eval mode
     and seeds the random stream: sampling draws from the global generator, or with ``generators`` (one
-    per row) each row from its own.
+    per row) each row from its own. ``encode`` (encoder-decoders) maps the prompts to the (B, P, H)
+    encoder output; by default the model's encoder runs on the whole batch at once.
     """
     if generators is not None and len(generators) != prompt_ids.shape[0]:
         raise RlhfkitError(f"{len(generators)} generators for {prompt_ids.shape[0]} prompt rows; give one per row.")
@@ -205,7 +206,10 @@ def decode(model: Any, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, sett
     if is_encoder_decoder:
         from transformers.modeling_outputs import BaseModelOutput
 
-        encoder_hidden = model.get_encoder()(input_ids=prompt_ids, attention_mask=prompt_mask).last_hidden_state
+        if encode is None:
+            encoder_hidden = model.get_encoder()(input_ids=prompt_ids, attention_mask=prompt_mask).last_hidden_state
+        else:
+            encoder_hidden = encode(prompt_ids, prompt_mask)
         fixed = {"encoder_outputs": BaseModelOutput(last_hidden_state=encoder_hidden), "attention_mask": prompt_mask}
         start = torch.full((B, 1), decoder_start_id(model.config, settings.pad_token_id), dtype=torch.long, device=prompt_ids.device)
         inputs: dict[str, Any] = {"decoder_input_ids": start}

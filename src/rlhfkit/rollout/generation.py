@@ -9,7 +9,7 @@ masked out (detail 4).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -89,6 +89,7 @@ def generate(
     seed: int | None = None,
     row_seeds: Sequence[int] | None = None,
     collect: bool = False,
+    encode: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> Generation:
     """Generate one response per prompt, in batches of ``gen.batch_size``, with dropout off.
 
@@ -98,6 +99,7 @@ def generate(
     batch it lands in, and two policies sampled with the same row seeds share their random numbers (paired
     evaluation). With ``collect=True`` the log-probs of the sampled tokens and the hidden states behind them are kept from
     the sampling pass itself, so a PPO rollout need not run the policy over its responses again.
+    ``encode`` (encoder-decoders) replaces the encoder pass of each batch, see :func:`~rlhfkit.rollout.decoding.decode`.
     """
     check_prompts(tokenizer, prompts, gen.max_prompt_tokens)
     if row_seeds is not None and len(row_seeds) != len(prompts):
@@ -123,7 +125,7 @@ def generate(
                     seeds = row_seeds[start : start + gen.batch_size]
                     generators = [torch.Generator().manual_seed(int(s) % 2**63) for s in seeds]
                 out = decode(model, ids.to(device), mask.to(device), settings, is_encoder_decoder=is_encoder_decoder,
-                             collect=collect, generators=generators)  # fmt: skip
+                             collect=collect, generators=generators, encode=encode)  # fmt: skip
                 part = _finish(tokenizer, ids, mask, out.tokens.cpu())
                 if collect:
                     part.logprobs, part.last_hidden = out.logprobs.cpu(), out.last_hidden.cpu()

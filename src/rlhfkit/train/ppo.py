@@ -166,18 +166,19 @@ def generate_rollout(policy: PolicyWithValueHead, prompts: list[str], cfg: Confi
     By default these come from the sampling pass itself (its per-step logits and last hidden states), which
     in fp32 agree with a teacher-forced pass to ~1e-6. Under bf16 the cached incremental pass rounds
     differently (~4e-3 per token), so ``recompute`` runs the same teacher-forced pass the reference uses
-    instead: same chunks, same shapes, so before the first update KL(policy‖reference) is exactly 0. (Reusing
-    the sampling pass's encoder output would save the encoder, but its batch shape differs, and bf16
-    matrix products round differently by shape: the KL then read ~5e-3 at step 1 on tiny-t5.)
+    instead: same chunks, same shapes, so before the first update KL(policy‖reference) is exactly 0. For an
+    encoder-decoder that pass takes the encoder output from the sampling pass (see :class:`ChunkedEncoder`).
     """
+    chunk = max(cfg.ppo.mini_batch_size * len(prompts) // cfg.ppo.batch_size, 1)  # a process's share of a mini-batch
+    encoder = ChunkedEncoder(policy.model, chunk) if recompute and policy.is_encoder_decoder else None
     g = generate(policy.model, policy.tokenizer, prompts, cfg.generation, policy.is_encoder_decoder,
-                 do_sample=True, max_new_tokens=max_new_tokens, seed=seed, collect=not recompute)  # fmt: skip
+                 do_sample=True, max_new_tokens=max_new_tokens, seed=seed, collect=not recompute,
+                 encode=encoder)  # fmt: skip
     rollout = Rollout(prompts=list(prompts), responses=g.texts, prompt_ids=g.prompt_ids, prompt_mask=g.prompt_mask,
                       response_ids=g.response_ids, mask=g.response_mask, ended=g.ended,
                       old_logprobs=torch.zeros_like(g.response_mask), values=torch.zeros_like(g.response_mask))  # fmt: skip
     if recompute:
-        chunk = max(cfg.ppo.mini_batch_size * len(prompts) // cfg.ppo.batch_size, 1)  # a process's share of a mini-batch
-        logprobs, values = _teacher_forced_old(policy, rollout, cfg.generation.temperature, device, chunk)
+        logprobs, values = _teacher_forced_old(policy, rollout, cfg.generation.temperature, device, chunk, encoder)
     else:
         with torch.no_grad():
             values = policy.values_from_hidden(g.last_hidden.to(device)).float().cpu()
@@ -186,14 +187,56 @@ def generate_rollout(policy: PolicyWithValueHead, prompts: list[str], cfg: Confi
     return rollout
 
 
+class ChunkedEncoder:
+    """The policy's encoder over a rollout's prompts, ``chunk`` rows at a time, each output kept for reuse.
+
+    The teacher-forced pass behind bf16 old log-probs would run the encoder over the prompts again, though
+    the sampling pass just did: on the FLAN-T5 shapes the encoder is ~60% of that pass's multiply-adds.
+    Its output cannot simply be handed over, because bf16 matrix products round differently by shape (reused
+    from the whole-batch sampling pass, the KL to the reference read ~5e-3 at step 1 on tiny-t5 instead of 0).
+    So the sampling pass calls this instead of the encoder: it runs the encoder on exactly the tensors the
+    teacher-forced pass would (the same rows, the same all-padding columns trimmed, see :func:`_trim_padding`),
+    and that pass takes the kept output (:meth:`lookup`), bit for bit what it would have computed itself.
+    """
+
+    def __init__(self, model: Any, chunk: int) -> None:
+        self.model, self.chunk = model, chunk
+        self.kept: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        """(ids, mask, encoder output) of each chunk, in the order they were encoded."""
+
+    def __call__(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> torch.Tensor:
+        """(B, P) prompts → (B, P, H) encoder output; columns trimmed from a chunk hold zeros (masked anyway)."""
+        encoder = self.model.get_encoder()
+        parts = []
+        for i in range(0, prompt_ids.shape[0], self.chunk):
+            rows = slice(i, i + self.chunk)
+            keep = prompt_mask[rows].sum(0) > 0  # (P,) the columns _trim_padding keeps
+            ids, mask = _trim_padding(prompt_ids[rows], prompt_mask[rows])
+            hidden = encoder(input_ids=ids, attention_mask=mask).last_hidden_state  # (b, p, H)
+            self.kept.append((ids, mask, hidden))
+            full = hidden.new_zeros(ids.shape[0], prompt_ids.shape[1], hidden.shape[-1])
+            full[:, keep] = hidden
+            parts.append(full)
+        return torch.cat(parts)
+
+    def lookup(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> torch.Tensor | None:
+        """The kept output for exactly these (b, p) prompts, or None (e.g. where generation ran in batches that
+        do not split into the same chunks). Equal tensors in, equal shapes: the same products, the same bits."""
+        for ids, mask, hidden in self.kept:
+            if ids.shape == prompt_ids.shape and torch.equal(ids, prompt_ids) and torch.equal(mask, prompt_mask):
+                return hidden
+        return None
+
+
 @torch.no_grad()
 def _teacher_forced_old(policy: PolicyWithValueHead, rollout: Rollout, temperature: float, device: torch.device,
-                        chunk: int) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+                        chunk: int, encoder: ChunkedEncoder | None = None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
     logprobs, values = [], []
     with evaluation_mode(policy):
         for i in range(0, len(rollout.prompts), chunk):
             p, pm, r = _device_batch(rollout, slice(i, i + chunk), device)
-            out = policy.score(p, pm, r, temperature)
+            hidden = encoder.lookup(p, pm) if encoder is not None else None
+            out = policy.score(p, pm, r, temperature, encoder_hidden=hidden)
             logprobs.append(out.logprobs.float().cpu())
             values.append(out.values.float().cpu())
     width = rollout.mask.shape[1]
@@ -346,12 +389,16 @@ def _micro_step(model: Any, accelerator: Any, rollout: Rollout, idx: torch.Tenso
 
 def _device_batch(rollout: Rollout, idx: Any, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Prompt ids/mask and response ids for rows ``idx``, with all-padding columns trimmed away."""
-    prompt_ids, prompt_mask = rollout.prompt_ids[idx], rollout.prompt_mask[idx]
-    keep = prompt_mask.sum(0) > 0  # columns where some row has a real token
-    prompt_ids, prompt_mask = prompt_ids[:, keep], prompt_mask[:, keep]
+    prompt_ids, prompt_mask = _trim_padding(rollout.prompt_ids[idx], rollout.prompt_mask[idx])
     width = max(int(rollout.mask[idx].sum(1).max()), 1)
     response_ids = rollout.response_ids[idx][:, :width]
     return prompt_ids.to(device), prompt_mask.to(device), response_ids.to(device)
+
+
+def _trim_padding(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(b, P) prompts without the columns where no row has a real token."""
+    keep = prompt_mask.sum(0) > 0
+    return prompt_ids[:, keep], prompt_mask[:, keep]
 
 
 def _cat_padded(parts: list[torch.Tensor], width: int) -> torch.Tensor:
