@@ -153,6 +153,31 @@ def test_logprobs_bf16_logits_come_back_float32() -> None:
     assert torch.allclose(lp, logprobs_from_logits(logits.bfloat16().float(), tokens), atol=1e-6)
 
 
+@pytest.mark.parametrize("temperature", [1.0, 0.6])
+def test_logprobs_hand_written_backward_passes_gradcheck(temperature: float) -> None:
+    """The log-prob's backward is written by hand (it keeps the logits, not float32 copies); check it against
+    finite differences in float64, with a repeated token and a row whose logits are large."""
+    g = torch.Generator().manual_seed(5)
+    logits = torch.randn(2, 3, 6, generator=g, dtype=torch.float64)
+    logits[1, 2] *= 40
+    tokens = torch.tensor([[0, 5, 5], [2, 2, 3]])
+    logits.requires_grad_()
+    assert torch.autograd.gradcheck(lambda x: logprobs_from_logits(x, tokens, temperature), (logits,))
+
+
+def test_logprobs_gradient_for_bf16_logits_is_bf16_and_matches_float32() -> None:
+    g = torch.Generator().manual_seed(6)
+    base = torch.randn(2, 4, 11, generator=g) * 4
+    tokens = torch.randint(0, 11, (2, 4), generator=g)
+    weights = torch.randn(2, 4, generator=g)  # an uneven upstream gradient
+    low = base.bfloat16().requires_grad_()
+    (logprobs_from_logits(low, tokens, 0.7) * weights).sum().backward()
+    full = base.bfloat16().float().requires_grad_()
+    (torch.log_softmax(full / 0.7, -1).gather(-1, tokens[..., None]).squeeze(-1) * weights).sum().backward()
+    assert low.grad.dtype == torch.bfloat16
+    assert torch.allclose(low.grad.float(), full.grad, rtol=1e-2, atol=1e-3)
+
+
 def test_logprobs_validates() -> None:
     logits = torch.zeros(2, 3, 5)
     with pytest.raises(ValueError, match=r"logits \(2, 3, 5\) and tokens \(2, 4\)"):
