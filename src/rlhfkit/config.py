@@ -205,6 +205,8 @@ class PPOConfig:
     """Dropout (the model's and LoRA's) during the update; off as in TRL's PPOTrainer and torchtune's PPO recipe."""
     bf16_frozen_weights: bool = True
     """Under bf16 mixed precision, keep the frozen base model's linear weights in bf16 (half the memory, no per-call cast)."""
+    bf16_frozen_embeddings: bool = True
+    """With bf16_frozen_weights, store frozen embedding tables in bf16 too (lookups come back fp32; the values round)."""
     sft_adapter: Optional[str] = None
     """SFT adapter folder to start from; it is merged into the base and becomes the reference."""
     rollout_logprobs: str = "auto"

@@ -138,7 +138,7 @@ def test_frozen_linears_stored_in_bf16_change_no_result_under_autocast(preset, r
         return scored.logprobs, scored.values, ref
 
     before = passes()
-    assert policy.store_frozen_linears_in(torch.bfloat16) > 0
+    assert policy.store_frozen_weights_in(torch.bfloat16) > 0
     after = passes()
     for a, b in zip(before, after):
         assert torch.equal(a, b)  # autocast cast those weights to bf16 on every call anyway
@@ -148,3 +148,58 @@ def test_frozen_linears_stored_in_bf16_change_no_result_under_autocast(preset, r
     if reference == "copy":
         frozen = [m for m in policy._reference_copy.modules() if isinstance(m, torch.nn.Linear)]
         assert any(m.weight.dtype == torch.bfloat16 for m in frozen)
+
+
+@pytest.mark.parametrize("preset", ["tiny-t5", "tiny-llama"])
+@pytest.mark.parametrize("reference", ["adapter", "copy"])
+def test_frozen_embeddings_in_bf16_round_the_tables_but_keep_the_stream_fp32(preset, reference):
+    policy = build_policy(ModelConfig(name_or_path=f"preset:{preset}"), LoraConfig(), reference=reference)
+    out = _rollout(policy)
+    policy.eval()
+    args = (out.prompt_ids, out.prompt_mask, out.response_ids, GEN.temperature)
+
+    def passes():
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            return policy.score(*args).logprobs, policy.reference_logprobs(*args)
+
+    before, _ = passes()
+    tables = [policy.model.get_input_embeddings()]
+    fp32_rows = [m(out.prompt_ids) for m in tables]
+    policy.store_frozen_weights_in(torch.bfloat16, embeddings=True)
+    assert all(m.weight.dtype == torch.bfloat16 for m in tables)
+    for m, rows in zip(tables, fp32_rows):
+        looked_up = m(out.prompt_ids)
+        assert looked_up.dtype == torch.float32  # the residual stream starts in fp32
+        assert torch.equal(looked_up, rows.bfloat16().float())  # the table's values, rounded once
+    output_layer = policy.model.get_output_embeddings()
+    if any(output_layer.weight is m.weight for m in tables):  # a tied output layer goes with its table
+        assert output_layer.weight.dtype == torch.bfloat16
+    after, ref = passes()
+    mask = out.response_mask.bool()
+    assert torch.equal(after, ref)  # a fresh adapter: still exactly the reference
+    assert not torch.equal(after, before)  # the tables did round ...
+    assert (after - before)[mask].abs().max() < 0.05  # ... by about bf16's own rounding
+    if reference == "copy":
+        assert policy._reference_copy.get_input_embeddings().weight.dtype == torch.bfloat16
+
+
+def test_a_tied_output_layer_goes_to_bf16_with_its_embedding(tmp_path):
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from rlhfkit.models.presets import ensure_preset
+
+    source = ensure_preset("tiny-llama")
+    config = AutoConfig.from_pretrained(source, tie_word_embeddings=True)
+    AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path)
+    AutoTokenizer.from_pretrained(source).save_pretrained(tmp_path)
+    policy = build_policy(ModelConfig(name_or_path=str(tmp_path)), LoraConfig())
+    table, output_layer = policy.model.get_input_embeddings(), policy.model.get_output_embeddings()
+    assert output_layer.weight is table.weight
+    out = _rollout(policy)
+    policy.store_frozen_weights_in(torch.bfloat16)
+    assert table.weight.dtype == torch.float32  # without embeddings=True, the tied pair stays fp32
+    policy.store_frozen_weights_in(torch.bfloat16, embeddings=True)
+    assert output_layer.weight is table.weight and table.weight.dtype == torch.bfloat16
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        args = (out.prompt_ids, out.prompt_mask, out.response_ids, GEN.temperature)
+        assert torch.equal(policy.score(*args).logprobs, policy.reference_logprobs(*args))

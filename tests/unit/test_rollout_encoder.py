@@ -21,7 +21,7 @@ def _trained_policy(preset: str = "tiny-t5"):
         for name, p in policy.model.named_parameters():
             if "lora_B" in name:
                 p.normal_(0, 0.3, generator=torch.Generator().manual_seed(1))
-    policy.store_frozen_linears_in(torch.bfloat16)
+    policy.store_frozen_weights_in(torch.bfloat16)
     return policy
 
 

@@ -3,7 +3,7 @@
 transformers loads a ``.safetensors`` checkpoint as a memory map: each weight is a view into the file, and a
 page of the file counts towards the process's resident memory from the first time it is read. When rlhfkit
 then copies the weights out of the map (stores the frozen linear layers in bf16, see
-:meth:`rlhfkit.models.policy.PolicyWithValueHead.store_frozen_linears_in`), every page of the file is read
+:meth:`rlhfkit.models.policy.PolicyWithValueHead.store_frozen_weights_in`), every page of the file is read
 once, and the map is only unmapped when its last weight has been replaced. Until then the whole fp32 file is
 resident next to the new copies: on the FLAN-T5-base shape that transient was the peak of the whole PPO run
 (~1970 MiB, against ~1600 MiB while training).

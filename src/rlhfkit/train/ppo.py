@@ -521,7 +521,7 @@ def run_ppo(cfg: Config, reward: Any = None, resume: bool = False, progress: boo
     policy.to(accelerator.device)
     if ppo.bf16_frozen_weights and accelerator.mixed_precision == "bf16" and P == 1 and not is_sharded(accelerator):
         # one process only: DDP broadcasts every parameter at start-up, and gloo's bf16 support is not tested here
-        policy.store_frozen_linears_in(torch.bfloat16)
+        policy.store_frozen_weights_in(torch.bfloat16, embeddings=ppo.bf16_frozen_embeddings)
     set_deepspeed_micro_batch(accelerator, ppo.micro_batch_size // P)
     trainable = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=ppo.learning_rate, weight_decay=ppo.weight_decay)
