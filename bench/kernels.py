@@ -2,7 +2,7 @@
 
 1. Matrix-product throughput of ``F.linear`` in fp32 and bf16, for the shapes of FLAN-T5-base: the 16-row
    products of a decoding step and the 512/2048-row products of teacher-forced passes. The fp32 peak bounds
-   how fast an fp32 PPO step can be: docs/ppo.md turns it into a floor per step.
+   how fast an fp32 PPO step can be: ``bench/ppo_step.py --floor`` turns it into a floor per step.
 2. One-query attention (a decoding step: 16 rows, 12 heads, 1 query, 128 or 32 keys with a bias) through
    SDPA's CPU kernel against the eager matmul-softmax-matmul, which is why the sampling loop decodes with
    eager attention on a CPU (rlhfkit.rollout.decoding.cpu_decode_attention).

@@ -15,6 +15,10 @@ accelerate==1.0.1, datasets==3.0.2, rich, torch==2.13.0), created by ``--setup-t
     .venv/bin/python bench/ppo_step.py --setup-trl          # once
     .venv/bin/python bench/ppo_step.py                      # both presets, all variants
     .venv/bin/python bench/ppo_step.py --presets flan-t5-small-shape --steps 3
+    .venv/bin/python bench/ppo_step.py --floor              # only the fp32 floor per step on this CPU
+
+After the ratios it prints the fp32 floor (``fp32_floor``): the seconds no implementation can beat at fp32 on
+this CPU, and how close to it each fp32 speed target lies.
 """
 
 from __future__ import annotations
@@ -118,6 +122,67 @@ def run_rlhfkit(preset: str, precision: str, steps: int) -> dict:
 
 
 # --------------------------------------------------------------------------------------------------
+# the fp32 floor: what the arithmetic allows on this CPU
+
+
+def fp32_floor(preset_dir: str) -> dict:
+    """A lower bound on the seconds of one fp32 PPO step on this machine, for any implementation.
+
+    A step must at least sample (one forward pass over prompt and response), score the responses under the
+    reference (one forward pass) and update (a forward and a backward pass; with frozen weights and a LoRA
+    adapter the backward computes input gradients only, about one forward pass again). Matrix products are
+    counted by torch's ``FlopCounterMode`` on the preset with the benchmark's adapter (r=32 on q and v), for
+    one 128 + 32-token example, times the batch; the rate is the best ``F.linear`` throughput measured here
+    over the products' shapes (bench/kernels.py prints the full table). Attention, normalisation, sampling
+    and every element-wise operation are left out, so no step can be faster than this.
+    """
+    import torch
+    from kernels import linear_gmacs  # bench/ is the script's folder
+    from peft import LoraConfig, get_peft_model
+    from torch.utils.flop_counter import FlopCounterMode
+    from transformers import AutoModelForSeq2SeqLM
+
+    torch.manual_seed(0)
+    torch.set_num_threads(THREADS)
+    base = AutoModelForSeq2SeqLM.from_pretrained(preset_dir).eval()
+    lora = LoraConfig(r=32, lora_alpha=32, target_modules=["q", "v"], lora_dropout=0.0, task_type="SEQ_2_SEQ_LM")
+    model = get_peft_model(base, lora)
+    prompt = torch.randint(5, base.config.vocab_size, (1, PROMPT_TOKENS))
+    response = torch.randint(5, base.config.vocab_size, (1, NEW_TOKENS))
+
+    def forward() -> torch.Tensor:
+        return model(input_ids=prompt, attention_mask=torch.ones_like(prompt), decoder_input_ids=response).logits
+
+    with torch.no_grad(), FlopCounterMode(display=False) as counted:
+        forward()
+    forward_macs = counted.get_total_flops() / 2 * BATCH
+    with FlopCounterMode(display=False) as counted:
+        forward().logsumexp(-1).sum().backward()
+    update_macs = counted.get_total_flops() / 2 * BATCH
+    macs = 2 * forward_macs + update_macs  # sampling + reference + update
+    d, ff, vocab = base.config.d_model, base.config.d_ff, base.config.vocab_size
+    inner = base.config.num_heads * base.config.d_kv
+    rows = MINI_BATCH * PROMPT_TOKENS
+    best = max(linear_gmacs(r, k, n, torch.float32) for r, k, n in
+               ((rows, d, inner), (rows, d, ff), (rows, ff, d), (MINI_BATCH * NEW_TOKENS, d, vocab),
+                (BATCH * PROMPT_TOKENS, d, ff)))  # fmt: skip
+    return {"gmacs": macs / 1e9, "forward_gmacs": forward_macs / 1e9, "peak_gmacs_per_s": best,
+            "seconds": macs / 1e9 / best}  # fmt: skip
+
+
+def print_floor(preset: str, preset_dir: str, targets: dict[str, float] | None = None) -> None:
+    """Print the fp32 floor of ``preset`` and, for each target (name -> seconds per step), how close it is."""
+    floor = fp32_floor(preset_dir)
+    print(f"  fp32 floor on this CPU, {preset}: 4 passes of {floor['forward_gmacs']:.0f} G multiply-adds "
+          f"(matrix products only) at the best fp32 rate measured here, {floor['peak_gmacs_per_s']:.0f} G/s: "
+          f"{floor['seconds']:.2f} s per step")
+    for name, seconds in (targets or {}).items():
+        verdict = "below the floor: no implementation reaches it" if seconds < floor["seconds"] else \
+            f"every stage at {floor['seconds'] / seconds:.0%} of the peak rate"
+        print(f"    {name} means {seconds:.2f} s per step: {verdict}")
+
+
+# --------------------------------------------------------------------------------------------------
 # orchestration
 
 
@@ -141,6 +206,8 @@ def main() -> None:
                         help="Python that runs the TRL 0.11.4 side (default: the --setup-trl virtualenv)")
     parser.add_argument("--trl-pythonpath", help="PYTHONPATH for the TRL side, e.g. a folder its packages were "
                         "installed into with pip --target (on a machine where no virtualenv can be built)")
+    parser.add_argument("--floor", action="store_true",
+                        help="print only the fp32 floor per step (matrix products at this CPU's best rate) and exit")
     parser.add_argument("--worker", nargs=3, metavar=("KIND", "PRESET", "VARIANT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.setup_trl:
@@ -155,11 +222,15 @@ def main() -> None:
     trl_python = Path(shutil.which(args.trl_python) or args.trl_python)
     if not args.skip_trl and not trl_python.exists():
         sys.exit("TRL 0.11.4's virtualenv is missing: run `python bench/ppo_step.py --setup-trl` first (or --skip-trl).")
-    print(f"PPO step, batch {BATCH}, mini-batch {MINI_BATCH}, 1 epoch, {PROMPT_TOKENS}-token prompts, exactly "
-          f"{NEW_TOKENS} new tokens, {THREADS} threads; mean of {args.steps} steps after a warm-up step\n")  # fmt: skip
+    if not args.floor:
+        print(f"PPO step, batch {BATCH}, mini-batch {MINI_BATCH}, 1 epoch, {PROMPT_TOKENS}-token prompts, exactly "
+              f"{NEW_TOKENS} new tokens, {THREADS} threads; mean of {args.steps} steps after a warm-up step\n")  # fmt: skip
     header = f"{'preset':22s} {'variant':26s} {'generate':>9s} {'score':>7s} {'reference':>9s} {'update':>8s} {'step s':>8s} {'peak RSS':>10s}"  # noqa: E501
     for preset in args.presets:
         preset_dir = str(ensure_preset(preset))
+        if args.floor:
+            print_floor(preset, preset_dir)
+            continue
         results: dict[str, dict] = {}
         for precision in ("fp32", "bf16"):
             t0 = time.perf_counter()
@@ -189,6 +260,9 @@ def main() -> None:
             print(f"  peak RSS fp32 / TRL batched: {ours32['peak_rss_mib'] / trl_b['peak_rss_mib']:.2f} (target <= 0.6)")
             print(f"  peak RSS bf16 (rlhfkit's default) / TRL batched: "
                   f"{ours16['peak_rss_mib'] / trl_b['peak_rss_mib']:.2f} (target <= 0.6)")
+        if not args.skip_trl and results["rlhfkit fp32"].get("peak_gpu_mib") is None:  # the floor is a CPU's
+            print_floor(preset, preset_dir, {"2x TRL batched": trl_b["step"] / 2,
+                                             "6x the lab's loop": trl_lab["step"] / 6})
         print()
 
 
