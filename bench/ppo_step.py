@@ -174,8 +174,8 @@ def print_floor(preset: str, preset_dir: str, targets: dict[str, float] | None =
     """Print the fp32 floor of ``preset`` and, for each target (name -> seconds per step), how close it is."""
     floor = fp32_floor(preset_dir)
     print(f"  fp32 floor on this CPU, {preset}: 4 passes of {floor['forward_gmacs']:.0f} G multiply-adds "
-          f"(matrix products only) at the best fp32 rate measured here, {floor['peak_gmacs_per_s']:.0f} G/s: "
-          f"{floor['seconds']:.2f} s per step")
+          f"({floor['gmacs']:.0f} G, matrix products only) at the best fp32 rate measured here, "
+          f"{floor['peak_gmacs_per_s']:.0f} G/s: {floor['seconds']:.2f} s per step")
     for name, seconds in (targets or {}).items():
         verdict = "below the floor: no implementation reaches it" if seconds < floor["seconds"] else \
             f"every stage at {floor['seconds'] / seconds:.0%} of the peak rate"
