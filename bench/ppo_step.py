@@ -85,16 +85,22 @@ def lexicon_scores(responses: list[str]) -> list[float]:
 
 
 def run_rlhfkit(preset: str, precision: str, steps: int) -> dict:
+    """Time ``steps`` PPO steps of rlhfkit after a warm-up step; the run's files go to a folder removed after."""
+    from rlhfkit.models.presets import ensure_preset
+
+    preset_dir = str(ensure_preset(preset))
+    with tempfile.TemporaryDirectory(prefix="bench-ppo-") as folder:
+        return _time_rlhfkit(preset_dir, Path(folder), precision, steps)
+
+
+def _time_rlhfkit(preset_dir: str, work: Path, precision: str, steps: int) -> dict:
     import torch
 
     from rlhfkit.config import load_config, replace
-    from rlhfkit.models.presets import ensure_preset
     from rlhfkit.rewards.simple import CallableReward
     from rlhfkit.train.ppo import run_ppo
 
     torch.set_num_threads(THREADS)
-    preset_dir = str(ensure_preset(preset))
-    work = Path(tempfile.mkdtemp(prefix="bench-ppo-"))
     data = work / "prompts.jsonl"
     data.write_text("".join(json.dumps({"dialogue": p, "summary": ""}) + "\n" for p in make_prompts(preset_dir)))
     cfg = load_config([], [
@@ -237,13 +243,14 @@ def main() -> None:
             results[f"rlhfkit {precision}"] = _worker([__file__, "--steps", str(args.steps), "--worker", "rlhfkit", preset, precision])  # noqa: E501
             print(f"  measured rlhfkit {precision} on {preset} in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
         if not args.skip_trl:
-            prompts_file = Path(tempfile.mkdtemp(prefix="bench-trl-")) / "prompts.json"
-            prompts_file.write_text(json.dumps(make_prompts(preset_dir)))
-            for mode in ("batched", "lab"):
-                results[f"TRL 0.11.4 {mode} fp32"] = _worker(
-                    [str(HERE / "trl011_ppo_worker.py"), preset_dir, str(prompts_file), mode, str(args.steps)],
-                    python=str(trl_python), pythonpath=args.trl_pythonpath,
-                )
+            with tempfile.TemporaryDirectory(prefix="bench-trl-") as folder:
+                prompts_file = Path(folder) / "prompts.json"
+                prompts_file.write_text(json.dumps(make_prompts(preset_dir)))
+                for mode in ("batched", "lab"):
+                    results[f"TRL 0.11.4 {mode} fp32"] = _worker(
+                        [str(HERE / "trl011_ppo_worker.py"), preset_dir, str(prompts_file), mode, str(args.steps)],
+                        python=str(trl_python), pythonpath=args.trl_pythonpath,
+                    )
         print(header)
         for name, r in results.items():
             print(f"{preset:22s} {name:26s} {r['generate']:9.2f} {r['score']:7.3f} {r['reference']:9.2f} "
@@ -260,9 +267,10 @@ def main() -> None:
             print(f"  peak RSS fp32 / TRL batched: {ours32['peak_rss_mib'] / trl_b['peak_rss_mib']:.2f} (target <= 0.6)")
             print(f"  peak RSS bf16 (rlhfkit's default) / TRL batched: "
                   f"{ours16['peak_rss_mib'] / trl_b['peak_rss_mib']:.2f} (target <= 0.6)")
-        if not args.skip_trl and results["rlhfkit fp32"].get("peak_gpu_mib") is None:  # the floor is a CPU's
-            print_floor(preset, preset_dir, {"2x TRL batched": trl_b["step"] / 2,
-                                             "6x the lab's loop": trl_lab["step"] / 6})
+        if results["rlhfkit fp32"].get("peak_gpu_mib") is None:  # the floor is a CPU's
+            targets = None if args.skip_trl else {"2x TRL batched": trl_b["step"] / 2,
+                                                  "6x the lab's loop": trl_lab["step"] / 6}  # fmt: skip
+            print_floor(preset, preset_dir, targets)
         print()
 
 
