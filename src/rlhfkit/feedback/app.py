@@ -7,14 +7,14 @@ Security, in one place:
 - admin pages answer 403 to annotators;
 - templates autoescape every text (a candidate containing ``<script>`` is shown as text), and the
   Content-Security-Policy allows scripts from this app only, so injected markup could not run anyway;
-- request bodies above ``max_request_bytes`` get 413; malformed forms get 4xx from validation.
+- request bodies above ``max_request_bytes`` get 413 and every response gets the security headers
+  (:mod:`rlhfkit.feedback.guard`); malformed forms get 4xx from validation.
 
 Written without ``from __future__ import annotations``: FastAPI reads the route signatures at runtime.
 """
 
 import json
 import uuid
-from collections.abc import Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -23,14 +23,13 @@ from fastapi import FastAPI, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, PackageLoader, select_autoescape
-from starlette.datastructures import Headers, MutableHeaders
-from starlette.responses import PlainTextResponse
 
 from rlhfkit.errors import RlhfkitError
 from rlhfkit.feedback import labeling
 from rlhfkit.feedback.config import FeedbackConfig
 from rlhfkit.feedback.export import preference_pairs, unpaired_labels
 from rlhfkit.feedback.formats import pair_to_trl, unpaired_to_trl
+from rlhfkit.feedback.guard import RequestGuard
 from rlhfkit.feedback.labeling import Answer, ItemView, LabelingError
 from rlhfkit.feedback.security import csrf_matches, csrf_token, new_token
 from rlhfkit.feedback.stats import compute_stats
@@ -74,20 +73,6 @@ NOTICES = {
     "welcome": "Logged in.",
 }
 
-SECURITY_HEADERS = (
-    (
-        "content-security-policy",
-        (
-            "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; object-src 'none'; "
-            "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
-        ),
-    ),
-    ("x-content-type-options", "nosniff"),
-    ("x-frame-options", "DENY"),
-    ("referrer-policy", "no-referrer"),
-    ("cache-control", "no-store"),
-)
-
 ClientId = Annotated[str, Form(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9._:@+-]+$")]
 CsrfField = Annotated[str, Form(alias="csrf_token", max_length=200)]
 # Bounded so an absurd id is a validation error (422), not an integer overflow inside the driver.
@@ -102,62 +87,6 @@ def key_label(key: str) -> str:
 def _keymap(question_type: str) -> dict[str, dict[str, str]]:
     table = PAIRWISE_KEYS if question_type == "pairwise" else BINARY_KEYS
     return {action: {"key": key, "label": key_label(key), "help": help_} for action, key, help_ in table}
-
-
-class _RequestGuard:
-    """ASGI middleware: caps request bodies and adds the security headers to every response."""
-
-    def __init__(self, app: Callable[..., Awaitable[None]], max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: MutableMapping[str, Any], receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_with_headers(message: MutableMapping[str, Any]) -> None:
-            if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                for name, value in SECURITY_HEADERS:
-                    if name not in headers:
-                        headers[name] = value
-            await send(message)
-
-        declared = Headers(scope=scope).get("content-length")
-        if declared is not None:
-            if not declared.isdigit():
-                await PlainTextResponse("bad Content-Length header", 400)(scope, receive, send_with_headers)
-                return
-            if int(declared) > self.max_bytes:
-                await self._too_large(scope, receive, send_with_headers)
-                return
-        # Read the (small, capped) body up front: a chunked request cannot promise its size in advance.
-        body = bytearray()
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-            if len(body) > self.max_bytes:
-                await self._too_large(scope, receive, send_with_headers)
-                return
-        delivered = False
-
-        async def replay() -> MutableMapping[str, Any]:
-            nonlocal delivered
-            if not delivered:
-                delivered = True
-                return {"type": "http.request", "body": bytes(body), "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send_with_headers)
-
-    async def _too_large(self, scope: MutableMapping[str, Any], receive: Callable, send: Callable) -> None:
-        response = PlainTextResponse(f"request body larger than {self.max_bytes} bytes", 413)
-        await response(scope, receive, send)
 
 
 def create_app(store: "FeedbackStore | str | Path", *, config: FeedbackConfig | None = None) -> FastAPI:
@@ -189,7 +118,7 @@ def create_app(store: "FeedbackStore | str | Path", *, config: FeedbackConfig | 
     )
     app.state.store = the_store
     app.mount("/static", StaticFiles(packages=[("rlhfkit.feedback", "static")]), name="static")
-    app.add_middleware(_RequestGuard, max_bytes=config.max_request_bytes)
+    app.add_middleware(RequestGuard, max_bytes=config.max_request_bytes)
 
     # ----------------------------------------------------------------------------------- helpers
 
