@@ -25,18 +25,22 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TypeVar
 
-from sqlalchemy import Engine, create_engine, event, inspect, select
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import (
-    ArgumentError,
-    DBAPIError,
-    IntegrityError,
-    NoSuchModuleError,
-    OperationalError,
-)
+from sqlalchemy import Engine, inspect, select
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
 from rlhfkit.errors import RlhfkitError
+from rlhfkit.feedback.backend import (
+    StoreError,
+    connect_check,
+    default_name,
+    display,
+    is_retryable,
+    make_engine,
+    resolve_url,
+    translate_connect_errors,
+)
 from rlhfkit.feedback.config import QUESTION_TYPES, FeedbackConfig
 from rlhfkit.feedback.models import SCHEMA_VERSION, Annotator, Base, LoginSession, Project
 from rlhfkit.feedback.security import hash_token, new_token
@@ -45,12 +49,6 @@ T = TypeVar("T")
 
 ANNOTATOR_KINDS = ("human", "simulated", "imported")
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@+-]{0,99}$")
-# SQLSTATEs after which PostgreSQL expects the client to run the transaction again.
-_PG_RETRYABLE = {"40001", "40P01", "55P03"}
-
-
-class StoreError(RlhfkitError):
-    """The store cannot be created, opened or reached."""
 
 
 def utcnow() -> datetime:
@@ -89,80 +87,6 @@ class AnnotatorInfo:
 
 def _annotator_info(row: Annotator) -> AnnotatorInfo:
     return AnnotatorInfo(id=row.id, name=row.name, kind=row.kind, is_admin=row.is_admin)
-
-
-def resolve_url(target: str | Path) -> URL:
-    """A SQLAlchemy URL from a database URL or a file path (a path means SQLite)."""
-    text = str(target).strip()
-    if not text:
-        raise StoreError("the store is empty: give a file path (SQLite) or a database URL (postgresql://...)")
-    if "://" not in text:
-        return URL.create("sqlite", database=str(Path(text).expanduser().resolve()))
-    try:
-        url = make_url(text)
-    except ArgumentError:
-        raise StoreError(
-            f"{text!r} is not a valid database URL (expected e.g. postgresql://user@host/db)"
-        ) from None
-    backend = url.get_backend_name()
-    if backend == "sqlite":
-        if not url.database or url.database == ":memory:":
-            raise StoreError("an in-memory SQLite store would vanish with the process; give a file path")
-        return url
-    if backend == "postgresql":
-        # psycopg 3 is the driver we ship with (the feedback extra); plain postgresql:// would pick psycopg2.
-        return url.set(drivername="postgresql+psycopg") if url.drivername == "postgresql" else url
-    raise StoreError(
-        f"unsupported database {backend!r} in {_display(url)}; use a SQLite path or postgresql://"
-    )
-
-
-def _display(url: URL) -> str:
-    return url.render_as_string(hide_password=True)
-
-
-def _make_engine(url: URL, config: FeedbackConfig) -> Engine:
-    if url.get_backend_name() == "sqlite":
-        engine = create_engine(url, connect_args={"timeout": config.busy_timeout_ms / 1000})
-
-        @event.listens_for(engine, "connect")
-        def _sqlite_pragmas(dbapi_connection, _record):
-            # Let SQLAlchemy's "begin" event below emit BEGIN itself (pysqlite's own is deferred-only).
-            dbapi_connection.isolation_level = None
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=FULL")
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute(f"PRAGMA busy_timeout={int(config.busy_timeout_ms)}")
-            cursor.close()
-
-        @event.listens_for(engine, "begin")
-        def _sqlite_begin(connection):
-            immediate = connection.get_execution_options().get("feedback_write", False)
-            connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
-
-        return engine
-    try:
-        return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 10})
-    except NoSuchModuleError:
-        raise StoreError(
-            f"no driver for {_display(url)}; install the feedback extra (pip install 'rlhfkit[feedback]'), "
-            "which brings psycopg"
-        ) from None
-    except ModuleNotFoundError as exc:
-        raise StoreError(
-            f"the database driver for {_display(url)} is not installed ({exc.name}); "
-            "install the feedback extra: pip install 'rlhfkit[feedback]'"
-        ) from None
-
-
-def _is_retryable(exc: DBAPIError) -> bool:
-    if isinstance(exc, OperationalError) and exc.orig is not None:
-        message = str(exc.orig).lower()
-        if "database is locked" in message or "database is busy" in message:
-            return True
-    sqlstate = getattr(exc.orig, "sqlstate", None)
-    return sqlstate in _PG_RETRYABLE
 
 
 class FeedbackStore:
@@ -214,13 +138,13 @@ class FeedbackStore:
         url = resolve_url(target)
         if url.get_backend_name() == "sqlite":
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)  # type: ignore[arg-type]
-        engine = _make_engine(url, config)
+        engine = make_engine(url, config)
         try:
-            _connect_check(engine, url)
-            with _translate_connect_errors(url):
+            connect_check(engine, url)
+            with translate_connect_errors(url):
                 if inspect(engine).has_table(Project.__tablename__):
                     raise StoreError(
-                        f"{_display(url)} already holds a feedback project; open it instead, "
+                        f"{display(url)} already holds a feedback project; open it instead, "
                         "or choose another path or database"
                     )
                 Base.metadata.create_all(engine)
@@ -229,7 +153,7 @@ class FeedbackStore:
                         Project(
                             id=1,
                             schema_version=SCHEMA_VERSION,
-                            name=name or _default_name(url),
+                            name=name or default_name(url),
                             question_type=question_type,
                             overlap=overlap,
                             secret=secrets.token_hex(32),
@@ -251,13 +175,13 @@ class FeedbackStore:
             raise StoreError(
                 f"no feedback project at {url.database}; create one with `rlhfkit feedback init --store {target}`"
             )
-        engine = _make_engine(url, config)
+        engine = make_engine(url, config)
         try:
-            _connect_check(engine, url)
-            with _translate_connect_errors(url):
+            connect_check(engine, url)
+            with translate_connect_errors(url):
                 if not inspect(engine).has_table(Project.__tablename__):
                     raise StoreError(
-                        f"{_display(url)} is a database but holds no feedback project; "
+                        f"{display(url)} is a database but holds no feedback project; "
                         f"create one with `rlhfkit feedback init --store {target}`"
                     )
                 return cls(engine, url, config)
@@ -276,16 +200,16 @@ class FeedbackStore:
         self.close()
 
     def _load_project(self) -> Project:
-        with _translate_connect_errors(self.url), Session(self._engine, expire_on_commit=False) as session:
+        with translate_connect_errors(self.url), Session(self._engine, expire_on_commit=False) as session:
             project = session.get(Project, 1)
         if project is None:
             raise StoreError(
-                f"{_display(self.url)} has an empty feedback_project table; it is not a usable project"
+                f"{display(self.url)} has an empty feedback_project table; it is not a usable project"
             )
         if project.schema_version != SCHEMA_VERSION:
             newer = project.schema_version > SCHEMA_VERSION
             raise StoreError(
-                f"{_display(self.url)} has store schema version {project.schema_version}, this rlhfkit reads "
+                f"{display(self.url)} has store schema version {project.schema_version}, this rlhfkit reads "
                 f"version {SCHEMA_VERSION}; "
                 + ("upgrade rlhfkit" if newer else "export it with the older rlhfkit")
             )
@@ -294,7 +218,7 @@ class FeedbackStore:
     @property
     def display_url(self) -> str:
         """The store's URL with any password hidden, for messages."""
-        return _display(self.url)
+        return display(self.url)
 
     @property
     def backend(self) -> str:
@@ -321,7 +245,7 @@ class FeedbackStore:
         for attempt in range(attempts):
             try:
                 with (
-                    _translate_connect_errors(self.url),
+                    translate_connect_errors(self.url),
                     Session(engine, expire_on_commit=False) as session,
                     session.begin(),
                 ):
@@ -330,11 +254,11 @@ class FeedbackStore:
                 if not retry_on_conflict or attempt == attempts - 1:
                     raise
             except DBAPIError as exc:
-                if not _is_retryable(exc):
+                if not is_retryable(exc):
                     raise
                 if attempt == attempts - 1:
                     raise StoreError(
-                        f"the store {_display(self.url)} stayed busy after {attempts} attempts "
+                        f"the store {display(self.url)} stayed busy after {attempts} attempts "
                         f"({exc.orig}); retry, or look for a stuck process holding the database"
                     ) from exc
             time.sleep(min(1.0, 0.02 * 2**attempt) * (0.5 + random.random()))
@@ -482,46 +406,3 @@ def _check_name(name: str) -> None:
             f"annotator name {name!r} is not allowed; use 1-100 letters, digits and _ . : @ + - "
             "starting with a letter or digit"
         )
-
-
-def _default_name(url: URL) -> str:
-    if url.get_backend_name() == "sqlite":
-        return Path(url.database or "feedback").stem
-    return url.database or "feedback"
-
-
-def _connect_check(engine: Engine, url: URL) -> None:
-    """Open one connection now, so that an unreachable or unreadable store fails with a useful message."""
-    try:
-        with engine.connect() as connection:
-            if url.get_backend_name() == "sqlite":
-                connection.exec_driver_sql("SELECT count(*) FROM sqlite_master").all()
-    except DBAPIError as exc:
-        message = str(exc.orig).strip().splitlines()[0] if exc.orig is not None else str(exc)
-        if url.get_backend_name() == "sqlite":
-            raise StoreError(
-                f"cannot open the SQLite store {url.database}: {message}; check the path, its "
-                "permissions, and that it is a feedback store and not some other file"
-            ) from None
-        raise StoreError(
-            f"cannot connect to the store {_display(url)}: {message}. Check that the database server is "
-            "running and that the URL (host, port, user, password, database name) is right"
-        ) from None
-
-
-class _translate_connect_errors:
-    """Turn a connection lost mid-work into a :class:`StoreError` that says what to check."""
-
-    def __init__(self, url: URL) -> None:
-        self.url = url
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type: object, exc: BaseException | None, _tb: object) -> bool:
-        if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-            raise StoreError(
-                f"lost the connection to the store {_display(self.url)} ({exc.orig}); check that the database "
-                "server is still running, then retry"
-            ) from None
-        return False
