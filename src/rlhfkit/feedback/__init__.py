@@ -6,12 +6,16 @@ extra, so the reward-model trainer can read preference files without SQLAlchemy 
 - :mod:`formats`    preference records; TRL / hh-rlhf / summarize-from-feedback readers; JSONL writers
 - :mod:`agreement`  percentage agreement, Krippendorff's alpha, Fleiss' kappa, agreement with the majority
 - :mod:`store`      :class:`~rlhfkit.feedback.store.FeedbackStore` (SQLite or PostgreSQL), annotators, sessions
+- :mod:`backend`    from a path or URL to an engine; ``StoreError`` and what database failures mean
 - :mod:`items`      adding comparisons (``add_comparisons``) and single completions
 - :mod:`labeling`   the queue: next item, submit, skip, undo, progress
+- :mod:`answers`    what an answer is, how it is checked, the refusals (re-exported by :mod:`labeling`)
+- :mod:`live`       live labels and the counts that decide retirement
 - :mod:`export`     live labels, TRL preference pairs and unpaired labels
 - :mod:`importing`  importing files into a project
 - :mod:`stats`      counts, agreement and per-annotator figures
 - :mod:`simulate`   scripted annotators judged by the toxicity lexicon
 - :mod:`app`        the FastAPI app (``create_app``)
+- :mod:`guard`      what every response gets: the body cap and the security headers
 - :mod:`cli`        ``rlhfkit feedback ...``
 """

@@ -17,71 +17,45 @@ The web app and the simulated annotators both go through these functions, so the
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from rlhfkit.errors import RlhfkitError
+from rlhfkit.feedback.answers import (
+    BINARY_CHOICES,
+    PAIRWISE_CHOICES,
+    SKIP,
+    STRENGTH_MARGINS,
+    STRENGTH_NAMES,
+    STRENGTHS,
+    AlreadyLabeledError,
+    Answer,
+    ClientIdConflictError,
+    InvalidAnswerError,
+    ItemRetiredError,
+    LabelingError,
+    NothingToUndoError,
+    UnknownItemError,
+    canonical_to_displayed,
+    check_client_id,
+    displayed_to_canonical,
+    validate_answer,
+)
+from rlhfkit.feedback.live import answered_by, live_count, live_counts, live_label_query, own_labels
 from rlhfkit.feedback.models import Item, Label, Reservation, Retraction
 from rlhfkit.feedback.security import first_on_left
-from rlhfkit.feedback.store import FeedbackStore, check_text, utcnow
+from rlhfkit.feedback.store import FeedbackStore, utcnow
 
-PAIRWISE_CHOICES = ("first", "second", "tie", "both_bad")
-BINARY_CHOICES = ("good", "bad")
-SKIP = "skip"
-STRENGTHS = {"slightly": 1, "clearly": 2, "much": 3}
-"""Stated strength of a preference ("A is slightly / clearly / much better") and its stored level."""
-STRENGTH_MARGINS = {1: 1.0, 2: 2.0, 3: 3.0}
-"""TRL margin exported for each strength level."""
-STRENGTH_NAMES = {level: name for name, level in STRENGTHS.items()}
-
-_CLIENT_ID = re.compile(r"^[A-Za-z0-9._:@+-]{1,100}$")
-
-
-class LabelingError(RlhfkitError):
-    """A labeling request that cannot be carried out; ``status`` is the matching HTTP status."""
-
-    status = 400
-
-
-class InvalidAnswerError(LabelingError):
-    status = 400
-
-
-class UnknownItemError(LabelingError):
-    status = 404
-
-
-class ItemRetiredError(LabelingError):
-    status = 409
-
-
-class AlreadyLabeledError(LabelingError):
-    status = 409
-
-
-class NothingToUndoError(LabelingError):
-    status = 409
-
-
-class ClientIdConflictError(LabelingError):
-    status = 409
-
-
-@dataclass(frozen=True)
-class Answer:
-    """An annotator's answer in canonical terms (about the item's first and second candidate)."""
-
-    choice: str
-    """pairwise: ``first``, ``second``, ``tie`` or ``both_bad``; binary: ``good`` or ``bad``."""
-    strength: int | None = None
-    """1 slightly, 2 clearly, 3 much better; required for ``first`` / ``second``, else None."""
-    toxic: tuple[bool, bool] = (False, False)
-    """Per candidate, whether the annotator flagged it as toxic."""
-    comment: str | None = None
+# The answers, refusals and queries this module re-exports, so callers need only ``labeling``.
+__all__ = [
+    "BINARY_CHOICES", "PAIRWISE_CHOICES", "SKIP", "STRENGTHS", "STRENGTH_MARGINS", "STRENGTH_NAMES",
+    "AlreadyLabeledError", "Answer", "ClientIdConflictError", "InvalidAnswerError", "ItemRetiredError",
+    "ItemView", "Judgment", "LabelingError", "NothingToUndoError", "Progress", "UnknownItemError",
+    "canonical_to_displayed", "displayed_to_canonical", "live_label_query", "next_item", "progress", "skip",
+    "submit", "undo", "utcnow", "validate_answer", "view_item",
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -143,109 +117,6 @@ class Progress:
     retired_items: int
 
 
-# ------------------------------------------------------------------------------------------ answers
-
-
-def displayed_to_canonical(choice: str, first_is_left: bool) -> str:
-    """Map what the page offered (``left`` / ``right`` / ``tie`` / ``both_bad``) to canonical terms."""
-    if choice == "left":
-        return "first" if first_is_left else "second"
-    if choice == "right":
-        return "second" if first_is_left else "first"
-    return choice
-
-
-def canonical_to_displayed(choice: str, first_is_left: bool) -> str:
-    """The inverse of :func:`displayed_to_canonical`."""
-    if choice == "first":
-        return "left" if first_is_left else "right"
-    if choice == "second":
-        return "right" if first_is_left else "left"
-    return choice
-
-
-def validate_answer(answer: Answer, question_type: str, max_comment_chars: int = 2000) -> Answer:
-    """The answer normalised (strength dropped where it means nothing, empty comment → None), or an error."""
-    choices = PAIRWISE_CHOICES if question_type == "pairwise" else BINARY_CHOICES
-    if answer.choice not in choices:
-        raise InvalidAnswerError(f"answer {answer.choice!r} is not one of {', '.join(choices)}")
-    strength = answer.strength
-    if answer.choice in ("first", "second"):
-        if strength not in STRENGTH_NAMES:
-            raise InvalidAnswerError(
-                "say how much better the preferred candidate is: strength 1 (slightly), 2 (clearly) or 3 (much)"
-            )
-    else:
-        strength = None
-    toxic = (bool(answer.toxic[0]), bool(answer.toxic[1]))
-    if question_type == "binary" and toxic[1]:
-        raise InvalidAnswerError("a binary item has one candidate; only the first can be flagged toxic")
-    comment = answer.comment
-    if comment is not None:
-        comment = check_text(comment, "the comment").strip() or None
-        if comment is not None and len(comment) > max_comment_chars:
-            raise InvalidAnswerError(
-                f"the comment has {len(comment)} characters; the limit is {max_comment_chars}"
-            )
-    return Answer(choice=answer.choice, strength=strength, toxic=toxic, comment=comment)
-
-
-def _check_client_id(client_id: str) -> None:
-    if not isinstance(client_id, str) or not _CLIENT_ID.match(client_id):
-        raise InvalidAnswerError("the client id must be 1-100 characters of letters, digits and . _ : @ + -")
-
-
-# ------------------------------------------------------------------------------------------ queries
-
-
-def live_label_query() -> Select:
-    """Labels no retraction points at (skips included)."""
-    return select(Label).outerjoin(Retraction, Retraction.label_id == Label.id).where(Retraction.id.is_(None))
-
-
-def _live_counts():
-    """Per item, the number of live non-skip labels."""
-    return (
-        select(Label.item_id.label("item_id"), func.count().label("n"))
-        .outerjoin(Retraction, Retraction.label_id == Label.id)
-        .where(Retraction.id.is_(None), Label.choice != SKIP)
-        .group_by(Label.item_id)
-        .subquery()
-    )
-
-
-def _answered_by(annotator_id: int) -> Select:
-    """Ids of items with a live label or skip by this annotator."""
-    return (
-        select(Label.item_id)
-        .outerjoin(Retraction, Retraction.label_id == Label.id)
-        .where(Retraction.id.is_(None), Label.annotator_id == annotator_id)
-    )
-
-
-def _live_count(session: Session, item_id: int) -> int:
-    return (
-        session.scalar(
-            select(func.count())
-            .select_from(Label)
-            .outerjoin(Retraction, Retraction.label_id == Label.id)
-            .where(Retraction.id.is_(None), Label.item_id == item_id, Label.choice != SKIP)
-        )
-        or 0
-    )
-
-
-def _own_labels(session: Session, annotator_id: int, item_id: int) -> list[tuple[Label, bool]]:
-    """This annotator's labels on the item, oldest first, each with whether it is still live."""
-    rows = session.execute(
-        select(Label, Retraction.id)
-        .outerjoin(Retraction, Retraction.label_id == Label.id)
-        .where(Label.annotator_id == annotator_id, Label.item_id == item_id)
-        .order_by(Label.revision)
-    ).all()
-    return [(label, retraction_id is None) for label, retraction_id in rows]
-
-
 def _judgment(label: Label, replayed: bool = False) -> Judgment:
     return Judgment(
         label_id=label.id,
@@ -288,12 +159,12 @@ def next_item(store: FeedbackStore, annotator_id: int) -> ItemView | None:
         if reservation is not None and _open_for(session, reservation.item_id, annotator_id, overlap):
             item_id = reservation.item_id
         else:
-            counts = _live_counts()
+            counts = live_counts()
             n = func.coalesce(counts.c.n, 0)
             base = (
                 select(Item.id)
                 .outerjoin(counts, counts.c.item_id == Item.id)
-                .where(Item.id.not_in(_answered_by(annotator_id)), n < overlap)
+                .where(Item.id.not_in(answered_by(annotator_id)), n < overlap)
                 # Items closest to retirement first: finished items are the useful ones.
                 .order_by(n.desc(), Item.id)
                 .limit(1)
@@ -326,15 +197,15 @@ def next_item(store: FeedbackStore, annotator_id: int) -> ItemView | None:
 
 
 def _open_for(session: Session, item_id: int, annotator_id: int, overlap: int) -> bool:
-    if any(live for _, live in _own_labels(session, annotator_id, item_id)):
+    if any(live for _, live in own_labels(session, annotator_id, item_id)):
         return False
-    return _live_count(session, item_id) < overlap
+    return live_count(session, item_id) < overlap
 
 
 def _view(store: FeedbackStore, session: Session, annotator_id: int, item_id: int) -> ItemView:
     item = session.get(Item, item_id)
     assert item is not None
-    own = _own_labels(session, annotator_id, item_id)
+    own = own_labels(session, annotator_id, item_id)
     retracted = [label for label, live in own if not live and label.choice != SKIP]
     previous = _judgment(retracted[-1]).answer if retracted else None
     pairwise = item.candidate_1 is not None
@@ -344,7 +215,7 @@ def _view(store: FeedbackStore, session: Session, annotator_id: int, item_id: in
         candidates=(item.candidate_0, item.candidate_1) if pairwise else (item.candidate_0,),  # type: ignore[arg-type]
         reference=item.reference,
         first_on_left=first_on_left(store.secret, annotator_id, item.id) if pairwise else None,
-        labels_so_far=_live_count(session, item_id),
+        labels_so_far=live_count(session, item_id),
         previous=previous,
     )
 
@@ -369,7 +240,7 @@ def submit(
 ) -> Judgment:
     """Store one answer (one transaction); a repeated ``client_id`` returns the stored answer instead."""
     answer = validate_answer(answer, store.project.question_type, store.config.max_comment_chars)
-    _check_client_id(client_id)
+    check_client_id(client_id)
     overlap = store.project.overlap
     pairwise = store.project.question_type == "pairwise"
 
@@ -382,12 +253,12 @@ def submit(
         item = session.scalar(select(Item).where(Item.id == item_id).with_for_update())
         if item is None:
             raise UnknownItemError(f"there is no item {item_id}")
-        own = _own_labels(session, annotator_id, item_id)
+        own = own_labels(session, annotator_id, item_id)
         if any(live for _, live in own):
             raise AlreadyLabeledError(
                 f"you already answered (or skipped) item {item_id}; undo that answer first to change it"
             )
-        if _live_count(session, item_id) >= overlap:
+        if live_count(session, item_id) >= overlap:
             raise ItemRetiredError(
                 f"item {item_id} already has its {overlap} label(s) from other annotators and is retired; "
                 "your answer was not stored, go on with the next item"
@@ -423,7 +294,7 @@ def submit(
 
 def skip(store: FeedbackStore, annotator_id: int, item_id: int, client_id: str) -> Judgment:
     """Pass on an item: this annotator will not be shown it again (unless they undo the skip)."""
-    _check_client_id(client_id)
+    check_client_id(client_id)
 
     def work(session: Session) -> Judgment:
         replayed = _replay(session, client_id, annotator_id, item_id)
@@ -431,7 +302,7 @@ def skip(store: FeedbackStore, annotator_id: int, item_id: int, client_id: str) 
             return replayed
         if session.scalar(select(Item.id).where(Item.id == item_id).with_for_update()) is None:
             raise UnknownItemError(f"there is no item {item_id}")
-        own = _own_labels(session, annotator_id, item_id)
+        own = own_labels(session, annotator_id, item_id)
         if any(live for _, live in own):
             raise AlreadyLabeledError(f"you already answered (or skipped) item {item_id}")
         now = utcnow()
@@ -459,7 +330,7 @@ def undo(store: FeedbackStore, annotator_id: int, client_id: str) -> Judgment:
     The retraction is a new row. The undone item becomes the annotator's current item again, and the
     retracted answer is offered as the starting point (:attr:`ItemView.previous`).
     """
-    _check_client_id(client_id)
+    check_client_id(client_id)
 
     def work(session: Session) -> Judgment:
         earlier = session.scalar(select(Retraction).where(Retraction.client_id == client_id))
@@ -503,7 +374,7 @@ def progress(store: FeedbackStore, annotator_id: int) -> Progress:
         ).all()
         skipped = sum(count for choice, count in by_choice if choice == SKIP)
         done = sum(count for choice, count in by_choice if choice != SKIP)
-        counts = _live_counts()
+        counts = live_counts()
         n = func.coalesce(counts.c.n, 0)
         total = session.scalar(select(func.count()).select_from(Item)) or 0
         retired = session.scalar(select(func.count()).select_from(counts).where(counts.c.n >= overlap)) or 0
@@ -512,7 +383,7 @@ def progress(store: FeedbackStore, annotator_id: int) -> Progress:
                 select(func.count())
                 .select_from(Item)
                 .outerjoin(counts, counts.c.item_id == Item.id)
-                .where(Item.id.not_in(_answered_by(annotator_id)), n < overlap)
+                .where(Item.id.not_in(answered_by(annotator_id)), n < overlap)
             )
             or 0
         )
