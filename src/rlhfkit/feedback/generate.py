@@ -8,8 +8,9 @@ PPO, to let people judge whether RLHF helped). The candidates go into the store 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 from rlhfkit.config import Config, GenerationConfig, ModelConfig
 from rlhfkit.errors import RlhfkitError
@@ -91,7 +92,7 @@ def add_generate_command(commands: argparse._SubParsersAction) -> None:
 
 
 def generate_into_store(store_target: str, cfg: Config, policies: Sequence[str], n_prompts: int, k: int = 2,
-                        split: str = "train", seed: int = 0) -> "AddResult":  # fmt: skip
+                        split: str = "train", seed: int = 0) -> AddResult:  # fmt: skip
     """Sample candidates for ``n_prompts`` prompts of ``split`` and add them to the store."""
     from rlhfkit.data.loading import load_dialogues
     from rlhfkit.feedback.cli import feedback_store
