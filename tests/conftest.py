@@ -29,6 +29,30 @@ def _preset_cache(tmp_path_factory: pytest.TempPathFactory):
         os.environ["RLHFKIT_HOME"] = previous
 
 
+def _seed_everything() -> None:
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _fixed_seed_per_module():
+    """Module-scoped fixtures (a policy with random LoRA weights) start from the same RNG state whatever ran
+    before them: a test's outcome must not depend on the order tests run in (`-p random_order`, `-k`)."""
+    _seed_everything()
+
+
+@pytest.fixture(autouse=True)
+def _fixed_seed_per_test():
+    """Every test starts from the same global RNG state, wherever it runs in the suite."""
+    _seed_everything()
+
+
 @pytest.fixture(scope="session")
 def tiny_t5_dir(_preset_cache) -> str:
     from rlhfkit.models.presets import ensure_preset

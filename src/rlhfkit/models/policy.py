@@ -166,8 +166,9 @@ class PolicyWithValueHead(nn.Module):
         return self.score(prompt_ids, prompt_mask, response_ids, temperature, with_entropy, entropy_grad)
 
     def values_from_hidden(self, hidden: torch.Tensor) -> torch.Tensor:
-        """(B, T, H) hidden states → (B, T) values, computed in fp32 for a stable regression target."""
-        return self.value_head(hidden.float()).squeeze(-1)
+        """(B, T, H) hidden states → (B, T) values, computed in the value head's dtype (fp32, or fp64 for a model
+        cast to float64) for a stable regression target."""
+        return self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1)
 
     @torch.no_grad()
     def reference_logprobs(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, response_ids: torch.Tensor,

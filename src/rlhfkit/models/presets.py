@@ -130,7 +130,8 @@ def build_preset(name: str, out_dir: str | os.PathLike, seed: int = 0) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         tokenizer = train_tokenizer(spec)
-        model = _build_model(spec, tokenizer, seed)
+        with torch.random.fork_rng():  # seeded for the preset's weights, without resetting the caller's stream
+            model = _build_model(spec, tokenizer, seed)
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         meta = {"preset": spec.name, "format_version": PRESET_FORMAT_VERSION, "seed": seed,

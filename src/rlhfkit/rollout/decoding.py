@@ -30,6 +30,11 @@ from rlhfkit.errors import RlhfkitError
 NEG_INF = float("-inf")
 
 
+def at_least_float32(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in float32 if it is in a lower precision (bf16/fp16 under autocast); float32/float64 as it is."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
 @dataclass(frozen=True)
 class DecodeSettings:
     """What to sample, and when to stop."""
@@ -225,7 +230,7 @@ def decode(model: Any, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, sett
         for step in range(settings.max_new_tokens):
             out = model(**fixed, **inputs, use_cache=True, **{cache_kw: cache})
             cache = out[cache_kw]
-            logits = out.logits[:, -1].float()  # (B, V) raw logits of the next token
+            logits = at_least_float32(out.logits[:, -1])  # (B, V) raw logits of the next token
             next_ids = choose_next(logits, settings, step, generators)
             next_ids = torch.where(finished, settings.pad_token_id, next_ids)  # (B,)
             tokens.append(next_ids)
