@@ -26,10 +26,17 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 
 from rlhfkit.errors import RlhfkitError
 from rlhfkit.feedback import labeling
+from rlhfkit.feedback.backend import StoreError
 from rlhfkit.feedback.config import FeedbackConfig
 from rlhfkit.feedback.export import preference_pairs, unpaired_labels
 from rlhfkit.feedback.formats import pair_to_trl, unpaired_to_trl
-from rlhfkit.feedback.guard import RequestGuard
+from rlhfkit.feedback.guard import (
+    RequestGuard,
+    install_error_handlers,
+    log_store_trouble,
+    retry_after,
+    store_trouble,
+)
 from rlhfkit.feedback.labeling import Answer, ItemView, LabelingError
 from rlhfkit.feedback.security import csrf_matches, csrf_token, new_token
 from rlhfkit.feedback.stats import compute_stats
@@ -136,6 +143,11 @@ def create_app(store: "FeedbackStore | str | Path", *, config: FeedbackConfig | 
     def refuse(status: int, message: str, user: AnnotatorInfo | None = None) -> HTMLResponse:
         return render("error.html", status=status, message=message, user=user)
 
+    def store_error_page(status: int, message: str) -> HTMLResponse:
+        return render("error.html", status=status, message=message, retry_url="/label")
+
+    install_error_handlers(app, store_error_page)
+
     def check_csrf(token: str, given: str) -> bool:
         return bool(token) and csrf_matches(csrf_token(the_store.secret, token), given)
 
@@ -159,6 +171,7 @@ def create_app(store: "FeedbackStore | str | Path", *, config: FeedbackConfig | 
         notice: str | None = None,
         error: str | None = None,
         form: dict[str, Any] | None = None,
+        client_id: str | None = None,
         status: int = 200,
     ) -> HTMLResponse:
         if view is None:
@@ -172,12 +185,32 @@ def create_app(store: "FeedbackStore | str | Path", *, config: FeedbackConfig | 
             "csrf": csrf_token(the_store.secret, session_token),
             "keys": keys,
             "new_id": lambda: uuid.uuid4().hex,
+            "client_id": client_id,
         }
         if view is None:
             return render("done.html", status=status, **common)
         if form is None:
             form = form_from_answer(view, view.previous)
         return render("label.html", status=status, item=view, form=form, max_comment=max_comment, **common)
+
+    def answer_not_stored(
+        request: Request,
+        user: AnnotatorInfo,
+        token: str,
+        view: ItemView,
+        form: dict,
+        client_id: str,
+        exc: StoreError,
+    ) -> HTMLResponse:
+        """The store could not take the answer: show it again, filled in and with the same submission id,
+        so sending it again is one click and can never store it twice."""
+        log_store_trouble(request, exc)
+        message = store_trouble(exc, answer_kept=True)
+        response = label_page(
+            user, token, view=view, error=message, form=form, client_id=client_id, status=503
+        )
+        response.headers["retry-after"] = retry_after(exc)
+        return response
 
     # ------------------------------------------------------------------------------------ routes
 
@@ -273,6 +306,8 @@ def create_app(store: "FeedbackStore | str | Path", *, config: FeedbackConfig | 
             return label_page(user, token, view=view, error=str(exc), form=form, status=400)
         except LabelingError as exc:
             return label_page(user, token, error=str(exc), status=exc.status)
+        except StoreError as exc:  # busy past every retry, full disk, lost connection
+            return answer_not_stored(request, user, token, view, form, client_id, exc)
         except RlhfkitError as exc:  # e.g. a NUL character in the comment
             return label_page(user, token, view=view, error=str(exc), form=form, status=400)
         return RedirectResponse("/label?notice=saved", status_code=303)

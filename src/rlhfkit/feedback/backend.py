@@ -3,13 +3,15 @@
 - :func:`resolve_url` and :func:`make_engine`: a SQLite path or a PostgreSQL URL, and the engine with
   the SQLite settings the store relies on (WAL, ``synchronous=FULL``, busy timeout, ``BEGIN IMMEDIATE``);
 - :class:`StoreError` and the rules for what a database failure means: retry it, the store is
-  unreachable, or the store cannot take a write now.
+  unreachable, busy past every retry (:class:`StoreBusyError`), or on a full disk
+  (:class:`StoreFullError`). The web app answers the last two with 503 and a Retry-After.
 
 :mod:`rlhfkit.feedback.store` builds the store on top of this.
 """
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
@@ -21,10 +23,21 @@ from rlhfkit.feedback.config import FeedbackConfig
 
 # SQLSTATEs after which PostgreSQL expects the client to run the transaction again.
 _PG_RETRYABLE = {"40001", "40P01", "55P03"}
+# PostgreSQL's disk_full; SQLite says SQLITE_FULL as "database or disk is full".
+_PG_DISK_FULL = "53100"
+_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
 
 
 class StoreError(RlhfkitError):
     """The store cannot be created, opened or reached."""
+
+
+class StoreBusyError(StoreError):
+    """Another writer held the store's lock through every retry; the same request may succeed soon."""
+
+
+class StoreFullError(StoreError):
+    """The disk (or quota) under the store is full: nothing can be written until someone makes room."""
 
 
 def display(url: URL) -> str:
@@ -128,8 +141,35 @@ def connect_check(engine: Engine, url: URL) -> None:
         ) from None
 
 
-class translate_connect_errors:
-    """Turn a connection lost mid-work into a :class:`StoreError` that says what to check."""
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether ``exc`` says the disk or quota under the store is full, whichever layer reported it."""
+    if isinstance(exc, OSError):
+        return exc.errno in _FULL_ERRNOS
+    if not isinstance(exc, DBAPIError) or exc.orig is None:
+        return False
+    if getattr(exc.orig, "sqlstate", None) == _PG_DISK_FULL:
+        return True
+    message = str(exc.orig).lower()
+    return "database or disk is full" in message or "no space left on device" in message
+
+
+def busy_error(url: URL, attempts: int, exc: DBAPIError) -> StoreBusyError:
+    return StoreBusyError(
+        f"the store {display(url)} stayed busy after {attempts} attempts ({exc.orig}); retry, or look for "
+        "a stuck process holding the database"
+    )
+
+
+def full_error(url: URL, exc: BaseException) -> StoreFullError:
+    detail = exc.orig if isinstance(exc, DBAPIError) else exc
+    return StoreFullError(
+        f"the store {display(url)} cannot save anything: no space left on device ({detail}). Nothing was "
+        "written; free space on the disk (or raise the quota) that holds the store, then retry"
+    )
+
+
+class translate_store_errors:
+    """Turn a connection lost mid-work or a full disk into a :class:`StoreError` that says what to do."""
 
     def __init__(self, url: URL) -> None:
         self.url = url
@@ -138,6 +178,9 @@ class translate_connect_errors:
         return None
 
     def __exit__(self, exc_type: object, exc: BaseException | None, _tb: object) -> bool:
+        if exc is not None and is_disk_full(exc):
+            # The transaction is rolled back; the one-line cause is kept, the driver's SQL dump is not.
+            raise full_error(self.url, exc) from None
         if isinstance(exc, DBAPIError) and exc.connection_invalidated:
             raise StoreError(
                 f"lost the connection to the store {display(self.url)} ({exc.orig}); check that the database "

@@ -1,13 +1,29 @@
-"""What every response of the labeling app gets: a capped request body and the security headers.
+"""What every response of the labeling app gets: a capped request body, the security headers, safe errors.
 
-The guard is ASGI middleware, so it sees every response the app sends, including error pages.
+- :class:`RequestGuard` is ASGI middleware: it caps request bodies and adds the security headers to
+  every response that passes through it, error pages included.
+- :func:`install_error_handlers` makes the app's error replies safe to show: a store that cannot take a
+  write (lock held past every retry, full disk, lost connection) answers 503 with Retry-After and a
+  message for labelers, while the detail, which names the store, goes to the server's log; anything
+  unexpected is a 500 page that still carries the security headers.
 """
 
+import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from fastapi import FastAPI, Request
 from starlette.datastructures import Headers, MutableHeaders
-from starlette.responses import PlainTextResponse
+from starlette.responses import PlainTextResponse, Response
+
+from rlhfkit.feedback.backend import StoreBusyError, StoreError, StoreFullError
+
+logger = logging.getLogger("rlhfkit.feedback.app")
+
+# Seconds a client should wait before sending the request again: a lock clears in moments, a full disk
+# needs a person to make room.
+_RETRY_AFTER_S = {StoreBusyError: 5, StoreFullError: 120}
+_RETRY_AFTER_DEFAULT_S = 30
 
 SECURITY_HEADERS = (
     (
@@ -78,3 +94,60 @@ class RequestGuard:
     async def _too_large(self, scope: MutableMapping[str, Any], receive: Callable, send: Callable) -> None:
         response = PlainTextResponse(f"request body larger than {self.max_bytes} bytes", 413)
         await response(scope, receive, send)
+
+
+# ------------------------------------------------------------------------------------ error replies
+
+
+def retry_after(exc: StoreError) -> str:
+    """The Retry-After value (seconds) for a request the store could not serve."""
+    return str(_RETRY_AFTER_S.get(type(exc), _RETRY_AFTER_DEFAULT_S))
+
+
+def store_trouble(exc: StoreError, *, answer_kept: bool) -> str:
+    """What a labeler is told when the store failed them; never where the store lives (that is logged)."""
+    if isinstance(exc, StoreBusyError):
+        what, when = "The label store is busy right now", "in a few seconds"
+    elif isinstance(exc, StoreFullError):
+        what, when = "The server has run out of storage space", "once the project's admin has made room"
+    else:
+        what, when = "The server cannot reach its label store right now", "in a minute"
+    if answer_kept:
+        return (
+            f"{what}, so your answer was not saved. It is still filled in below: submit it again {when}. "
+            "If this keeps happening, tell the project's admin."
+        )
+    return (
+        f"{what}, so nothing was saved. Try again {when}; if this keeps happening, tell the project's admin."
+    )
+
+
+def log_store_trouble(request: Request, exc: StoreError) -> None:
+    """The full story for whoever runs the server: which store, and what the database said."""
+    level = logging.WARNING if isinstance(exc, StoreBusyError) else logging.ERROR
+    logger.log(level, "%s %s answered 503: %s", request.method, request.url.path, exc)
+
+
+def _server_error(_request: Request, _exc: Exception) -> PlainTextResponse:
+    # Starlette runs this in its outermost middleware, outside RequestGuard, so the headers are set here.
+    # The exception is re-raised after it, so the server still logs the traceback.
+    return PlainTextResponse(
+        "Something went wrong on the server, and your last action may not have been saved. Reload the page; "
+        "if this keeps happening, tell the project's admin.",
+        status_code=500,
+        headers=dict(SECURITY_HEADERS),
+    )
+
+
+def install_error_handlers(app: FastAPI, error_page: Callable[[int, str], Response]) -> None:
+    """Register the safe error replies; ``error_page(status, message)`` renders the app's error page."""
+
+    def store_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StoreError)
+        log_store_trouble(request, exc)
+        response = error_page(503, store_trouble(exc, answer_kept=False))
+        response.headers["retry-after"] = retry_after(exc)
+        return response
+
+    app.add_exception_handler(StoreError, store_error)
+    app.add_exception_handler(Exception, _server_error)

@@ -33,13 +33,14 @@ from sqlalchemy.orm import Session
 from rlhfkit.errors import RlhfkitError
 from rlhfkit.feedback.backend import (
     StoreError,
+    busy_error,
     connect_check,
     default_name,
     display,
     is_retryable,
     make_engine,
     resolve_url,
-    translate_connect_errors,
+    translate_store_errors,
 )
 from rlhfkit.feedback.config import QUESTION_TYPES, FeedbackConfig
 from rlhfkit.feedback.models import SCHEMA_VERSION, Annotator, Base, LoginSession, Project
@@ -141,7 +142,7 @@ class FeedbackStore:
         engine = make_engine(url, config)
         try:
             connect_check(engine, url)
-            with translate_connect_errors(url):
+            with translate_store_errors(url):
                 if inspect(engine).has_table(Project.__tablename__):
                     raise StoreError(
                         f"{display(url)} already holds a feedback project; open it instead, "
@@ -178,7 +179,7 @@ class FeedbackStore:
         engine = make_engine(url, config)
         try:
             connect_check(engine, url)
-            with translate_connect_errors(url):
+            with translate_store_errors(url):
                 if not inspect(engine).has_table(Project.__tablename__):
                     raise StoreError(
                         f"{display(url)} is a database but holds no feedback project; "
@@ -200,7 +201,7 @@ class FeedbackStore:
         self.close()
 
     def _load_project(self) -> Project:
-        with translate_connect_errors(self.url), Session(self._engine, expire_on_commit=False) as session:
+        with translate_store_errors(self.url), Session(self._engine, expire_on_commit=False) as session:
             project = session.get(Project, 1)
         if project is None:
             raise StoreError(
@@ -245,7 +246,7 @@ class FeedbackStore:
         for attempt in range(attempts):
             try:
                 with (
-                    translate_connect_errors(self.url),
+                    translate_store_errors(self.url),
                     Session(engine, expire_on_commit=False) as session,
                     session.begin(),
                 ):
@@ -257,10 +258,7 @@ class FeedbackStore:
                 if not is_retryable(exc):
                     raise
                 if attempt == attempts - 1:
-                    raise StoreError(
-                        f"the store {display(self.url)} stayed busy after {attempts} attempts "
-                        f"({exc.orig}); retry, or look for a stuck process holding the database"
-                    ) from exc
+                    raise busy_error(self.url, attempts, exc) from exc
             time.sleep(min(1.0, 0.02 * 2**attempt) * (0.5 + random.random()))
         raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
