@@ -194,3 +194,33 @@ def test_an_unexpected_error_is_a_500_page_with_the_security_headers(
     for name, value in SECURITY_HEADERS:
         assert response.headers[name] == value, name
     assert "/secret/details" not in response.text and "Traceback" not in response.text
+
+
+# --------------------------------------------------------------------------------- validation (422)
+
+
+def test_a_validation_error_never_echoes_what_was_sent(store: FeedbackStore, token: str) -> None:
+    client = client_for(store)
+    login_fields = forms(client.get("/login").text)["login-form"]
+    secret_comment = "private remark " * 400  # over the form's limit
+    replies = {
+        "login without its CSRF field": client.post("/login", data={"token": token}),
+        "login with an over-long token": client.post("/login", data={**login_fields, "token": token * 5}),
+        "login as JSON": client.post("/login", json={"token": token}),
+    }
+    page = login(client, token)
+    label_fields = forms(page)["label-form"]
+    replies["over-long comment"] = client.post(
+        "/label", data={**label_fields, "choice": "tie", "comment": secret_comment}
+    )
+    replies["bad item id"] = client.post("/label", data={**label_fields, "item_id": f"x{token}"})
+    for what, reply in replies.items():
+        assert reply.status_code == 422, what
+        assert token not in reply.text and "private remark" not in reply.text, what
+        for name, value in SECURITY_HEADERS:
+            assert reply.headers[name] == value, (what, name)
+        detail = reply.json()["detail"]
+        assert detail and all(set(error) == {"loc", "msg", "type"} for error in detail), what
+    assert replies["over-long comment"].json()["detail"][0]["loc"] == ["body", "comment"], (
+        "it names the field"
+    )

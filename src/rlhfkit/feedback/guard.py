@@ -4,8 +4,9 @@
   every response that passes through it, error pages included.
 - :func:`install_error_handlers` makes the app's error replies safe to show: a store that cannot take a
   write (lock held past every retry, full disk, lost connection) answers 503 with Retry-After and a
-  message for labelers, while the detail, which names the store, goes to the server's log; anything
-  unexpected is a 500 page that still carries the security headers.
+  message for labelers, while the detail, which names the store, goes to the server's log; a
+  validation error (422) names the field and the rule but never echoes the submitted value, which may
+  be a login token; anything unexpected is a 500 page that still carries the security headers.
 """
 
 import logging
@@ -13,8 +14,10 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from starlette.datastructures import Headers, MutableHeaders
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from rlhfkit.feedback.backend import StoreBusyError, StoreError, StoreFullError
 
@@ -128,6 +131,13 @@ def log_store_trouble(request: Request, exc: StoreError) -> None:
     logger.log(level, "%s %s answered 503: %s", request.method, request.url.path, exc)
 
 
+def _validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+    # FastAPI's own reply repeats each offending value ("input"): on /login that is the login token, on
+    # /label the annotator's comment. The field and the rule it broke are enough to fix the request.
+    errors = [{"loc": e.get("loc"), "msg": e.get("msg"), "type": e.get("type")} for e in exc.errors()]
+    return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
+
+
 def _server_error(_request: Request, _exc: Exception) -> PlainTextResponse:
     # Starlette runs this in its outermost middleware, outside RequestGuard, so the headers are set here.
     # The exception is re-raised after it, so the server still logs the traceback.
@@ -150,4 +160,5 @@ def install_error_handlers(app: FastAPI, error_page: Callable[[int, str], Respon
         return response
 
     app.add_exception_handler(StoreError, store_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, _server_error)
