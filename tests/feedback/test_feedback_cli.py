@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import socket
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -101,6 +102,15 @@ def test_user_errors_exit_2_with_a_message(tmp_path: Path, capsys: pytest.Captur
     assert code == 2 and "unknown import format 'parquet'" in err
     code, _, err = run(capsys, "simulate", "--store", store, "--error-rate", "lots")
     assert code == 2 and "--error-rate 'lots'" in err
+
+
+def test_an_unreadable_schema_version_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = str(tmp_path / "fb.sqlite")
+    assert run(capsys, "init", "--store", store)[0] == 0
+    with sqlite3.connect(store) as db:
+        db.execute("UPDATE feedback_project SET schema_version = 'abc'")
+    code, _, err = run(capsys, "stats", "--store", store)
+    assert code == 2 and "schema version is unreadable ('abc'" in err and "Traceback" not in err
 
 
 def test_unreachable_database_url(capsys: pytest.CaptureFixture[str]) -> None:

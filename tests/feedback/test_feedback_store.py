@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import socket
+import sqlite3
 import time
 from pathlib import Path
 
@@ -121,6 +122,21 @@ def test_a_newer_schema_version_is_refused(store_url: str) -> None:
         store.write(lambda s: s.execute(text("UPDATE feedback_project SET schema_version = 99")))
     with pytest.raises(StoreError, match="schema version 99.*upgrade rlhfkit"):
         FeedbackStore.open(store_url)
+
+
+@pytest.mark.parametrize("stored", ["'abc'", "''", "1.5", "'2'"])
+def test_a_schema_version_edited_into_text_is_a_clear_error(sqlite_path: str, stored: str) -> None:
+    make_store(sqlite_path, items=0).close()
+    with sqlite3.connect(sqlite_path) as db:  # someone edited the file by hand
+        db.execute(f"UPDATE feedback_project SET schema_version = {stored}")
+    with pytest.raises(StoreError) as refused:
+        FeedbackStore.open(sqlite_path)
+    message = str(refused.value)
+    if stored == "'2'":  # SQLite stores a number-like text in an INTEGER column as the number
+        assert "schema version 2" in message and "upgrade rlhfkit" in message
+    else:
+        assert "schema version is unreadable" in message and "feedback_project" in message
+        assert "backup" in message and sqlite_path in message
 
 
 # ------------------------------------------------------------------------------------- annotators

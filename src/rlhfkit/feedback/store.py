@@ -207,12 +207,20 @@ class FeedbackStore:
             raise StoreError(
                 f"{display(self.url)} has an empty feedback_project table; it is not a usable project"
             )
-        if project.schema_version != SCHEMA_VERSION:
-            newer = project.schema_version > SCHEMA_VERSION
+        version = project.schema_version
+        # SQLite keeps whatever a hand edit put in the column ('abc', '', 1.5); only a whole number is a version.
+        if isinstance(version, bool) or not isinstance(version, int):
             raise StoreError(
-                f"{display(self.url)} has store schema version {project.schema_version}, this rlhfkit reads "
+                f"the store schema version is unreadable ({version!r}, expected a whole number such as "
+                f"{SCHEMA_VERSION}) in the feedback_project table of {display(self.url)}; the table was edited "
+                "or damaged. Restore the store from a backup, or, if you know it was written by this rlhfkit, "
+                f"set feedback_project.schema_version back to {SCHEMA_VERSION}"
+            )
+        if version != SCHEMA_VERSION:
+            raise StoreError(
+                f"{display(self.url)} has store schema version {version}, this rlhfkit reads "
                 f"version {SCHEMA_VERSION}; "
-                + ("upgrade rlhfkit" if newer else "export it with the older rlhfkit")
+                + ("upgrade rlhfkit" if version > SCHEMA_VERSION else "export it with the older rlhfkit")
             )
         return project
 
