@@ -6,8 +6,9 @@ Errors a user can cause are printed as one paragraph (no traceback) with exit st
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from rlhfkit.errors import RlhfkitError
 
@@ -210,6 +211,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USER_ERROR
     except BrokenPipeError:  # output piped into `head` and closed early
         return 0
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        # every file rlhfkit writes is written aside and renamed into place, so what was there is still whole
+        where = f" while writing {e.filename!s}" if e.filename else ""
+        print(f"rlhfkit {args.command}: error: no space left on device{where}. Files written before are intact "
+              "(rlhfkit writes each file aside and renames it into place); free some disk space and run the "
+              "command again (a PPO run continues from its last checkpoint with --resume).", file=sys.stderr)
+        return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 
 def _umask() -> int:
@@ -118,3 +120,18 @@ def _fsync_tree(folder: Path) -> None:
         if path.is_file():
             with open(path, "rb") as f:
                 os.fsync(f.fileno())
+
+
+_FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
+
+
+def describe_os_error(e: BaseException) -> str:
+    """One line that says why a write failed: "no space left on device" for a full disk or quota, whether it
+    comes as an OSError or as torch's RuntimeError from its archive writer; else the error's own first line."""
+    if isinstance(e, OSError) and e.errno in _FULL_DISK:
+        return "no space left on device"
+    text = str(e).strip()
+    if "file write failed" in text or "No space left" in text:  # torch.save's PytorchStreamWriter on a full disk
+        return "no space left on device"
+    first = text.splitlines()[0] if text else ""
+    return f"{type(e).__name__}: {first}" if first else type(e).__name__

@@ -151,7 +151,7 @@ def test_ppo_on_two_processes_matches_one_process_after_the_first_update(runs):
     # exactly one checkpoint and one log line, written by one process
     assert [p.name for p in (run2 / "checkpoints").iterdir()] == ["step-000001"]
     assert sorted(p.name for p in (run2 / "checkpoints/step-000001").iterdir()) == [
-        "state.json", "trainable.safetensors", "training_state.pt"]  # fmt: skip
+        "manifest.json", "state.json", "trainable.safetensors", "training_state.pt"]  # fmt: skip
     (s1,), (s2,) = read_metrics(run1 / "metrics.jsonl"), read_metrics(run2 / "metrics.jsonl")
     # the same rollout: the first 4 prompts and responses (from rank 0's share) and the batch's statistics
     samples1, samples2 = (
@@ -166,7 +166,7 @@ def test_ppo_on_two_processes_matches_one_process_after_the_first_update(runs):
     )  # scores, KL, whitened advantages' effect: losses, grad norm, explained variance
     _assert_tensors_close(load_file(run1 / "checkpoints/step-000001/trainable.safetensors"),
                           load_file(run2 / "checkpoints/step-000001/trainable.safetensors"))  # fmt: skip
-    state = torch.load(run2 / "checkpoints/step-000001/training_state.pt", weights_only=False)
+    state = torch.load(run2 / "checkpoints/step-000001/training_state.pt", weights_only=True)
     assert len(state["per_process"]) == 2  # each process's RNG states, for resume
     assert json.loads((run2 / "checkpoints/step-000001/state.json").read_text())["processes"] == 2
 

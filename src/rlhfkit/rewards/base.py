@@ -4,8 +4,9 @@ Everything that scores a response — a hate-speech classifier read by label nam
 with `rlhfkit reward train`, a Python function, the lexicon judge, a weighted sum of these — is a
 :class:`Reward`. PPO, evaluation and the CLI only ever call ``reward(prompts, responses)``.
 
-Scores may come back non-finite (a user's callable returns NaN, a model overflows in fp16).
-:func:`check_scores` does not hide that: it raises for a wrong count, which is always a bug in the
+Scores may come back non-finite (a user's callable returns NaN, a model overflows in fp16), or finite
+in Python but too large for the float32 tensors training runs on (1e39 becomes inf there, and 1e308
+turned every trainable tensor into NaN before this was checked). :func:`check_scores` does not hide that: it raises for a wrong count, which is always a bug in the
 reward, and returns a mask of the non-finite scores, so that the caller (the PPO step) can skip those
 samples and report how many it skipped.
 """
@@ -17,6 +18,14 @@ from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from rlhfkit.errors import RlhfkitError
+
+FLOAT32_MAX = 3.4028234663852886e38
+"""The largest finite float32: a score beyond it becomes ±inf when converted for training."""
+
+
+def usable_score(value: float) -> bool:
+    """True for a score that stays finite in float32, the dtype PPO and the evaluation compute in."""
+    return math.isfinite(value) and abs(value) <= FLOAT32_MAX
 
 
 @runtime_checkable
@@ -48,8 +57,8 @@ def check_scores(scores: Sequence[Any], n: int, name: str = "reward") -> list[bo
     """Validate ``scores`` from a reward asked about ``n`` responses; return the non-finite mask.
 
     Raises RlhfkitError when there are not exactly ``n`` scores or one is not a real number. Returns a
-    list of ``n`` booleans, True where the score is NaN or ±inf: such samples should be skipped (and
-    counted), not trained on.
+    list of ``n`` booleans, True where the score is NaN, ±inf or beyond float32's range (see
+    :func:`usable_score`): such samples should be skipped (and counted), not trained on.
     """
     try:
         count = len(scores)
@@ -68,7 +77,7 @@ def check_scores(scores: Sequence[Any], n: int, name: str = "reward") -> list[bo
             value = float(s)
         except (TypeError, ValueError):
             raise RlhfkitError(f"reward {name!r} returned {s!r} for response {i}, which is not a number.") from None
-        mask.append(not math.isfinite(value))
+        mask.append(not usable_score(value))
     return mask
 
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from rlhfkit.errors import RlhfkitError
-from rlhfkit.rewards.base import Reward, check_scores, reward_stats
+from rlhfkit.rewards.base import Reward, check_scores, reward_stats, usable_score
 
 
 def _finite(x: float) -> bool:
@@ -95,7 +95,7 @@ def measure_offset_scale(
 
 def offset_scale(scores: Sequence[float], min_scale: float = 1e-6, name: str = "reward") -> tuple[float, float]:
     """(mean, population std) of the finite ``scores``; raises RlhfkitError when it cannot normalise."""
-    finite = [s for s in scores if _finite(s)]
+    finite = [s for s in scores if usable_score(s)]
     if len(finite) < 2:
         raise RlhfkitError(
             f"cannot measure a normalisation for {name!r}: only {len(finite)} finite scores among "
@@ -131,7 +131,7 @@ class RunningNormalized:
 
     def update(self, scores: Sequence[float]) -> None:
         """Merge the finite values of ``scores`` into the running mean and variance."""
-        batch = [s for s in scores if _finite(s)]
+        batch = [s for s in scores if usable_score(s)]  # 1e39 would swamp the running statistics for good
         if not batch:
             return
         n_b = len(batch)

@@ -6,12 +6,14 @@ One step is a pipeline of short, named stages (lm-human-preferences / OpenRLHF s
 
 * generate: sample responses with dropout off; the generation pass also yields the old log-probs and
   the value estimates (no second policy forward over the responses).
-* score: the reward protocol, texts in, one float per response; NaN/inf skip the step and are counted.
+* score: the reward protocol, texts in, one float per response; NaN/inf (or beyond float32) skip the step
+  and are counted.
 * reference: log-probs under the frozen reference (RL adapter disabled, or a frozen copy).
 * rewards: −β·KL on every response token, the score on the last real token (DESIGN detail 3).
 * advantages: GAE, returns = advantages + values, advantages whitened over valid tokens (detail 6).
 * update: ppo_epochs over reshuffled mini-batches, micro-batches accumulated, clipped policy and value
-  losses, gradient clipping, optional early stop on approx-KL (detail 7).
+  losses, gradient clipping, optional early stop on approx-KL (detail 7). An update that leaves a weight or
+  the gradient norm non-finite is rolled back and the step skipped and counted (rlhfkit.train.guard).
 
 Randomness is derived from (seed, step, stage), so a resumed run draws exactly what an uninterrupted
 run would have drawn; checkpoints add the trainable tensors, optimiser, scheduler and KL controller.
@@ -29,9 +31,10 @@ import hashlib
 import json
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -76,6 +79,7 @@ from rlhfkit.train.distributed import (
     set_deepspeed_micro_batch,
     shard_bounds,
 )
+from rlhfkit.train.guard import UpdateSnapshot, update_diverged
 from rlhfkit.train.metrics import MetricsWriter, read_metrics
 from rlhfkit.train.progress import StepProgress
 from rlhfkit.train.runtime import make_accelerator, quiet_libraries
@@ -246,7 +250,7 @@ def _teacher_forced_old(policy: PolicyWithValueHead, rollout: Rollout, temperatu
 def score_rollout(reward: Any, rollout: Rollout, ppo: PPOConfig) -> int:
     """Stage 2: reward scores (B,), the no-EOS penalty applied; returns the number of non-finite scores."""
     raw = reward(rollout.prompts, rollout.responses)
-    nonfinite = check_scores(raw, len(rollout.responses), getattr(reward, "name", "reward"))
+    nonfinite = check_scores(raw, len(rollout.responses), getattr(reward, "name", "reward"))  # incl. > float32 max
     scores = torch.tensor([float(s) for s in raw], dtype=torch.float32)
     if ppo.no_eos_penalty is not None:
         scores = no_eos_penalty(scores, rollout.ended, ppo.no_eos_penalty)
@@ -552,8 +556,10 @@ def run_ppo(cfg: Config, reward: Any = None, resume: bool = False, progress: boo
             stats = ppo_step(policy, model, optimizer, scheduler, accelerator, controller, reward, stream, cfg, step)
             if stats.get("skipped"):
                 skipped += 1
-                warnings.warn(f"PPO step {step + 1}: {stats['score/nonfinite']:.0f} non-finite reward score(s); "
-                              f"the step was skipped ({skipped} so far).", stacklevel=1)  # fmt: skip
+                why = (f"{stats['score/nonfinite']:.0f} reward score(s) NaN, inf or beyond float32's range"
+                       if stats["score/nonfinite"] else "the update made the weights or gradient norm NaN or inf, "
+                       "so it was rolled back")  # fmt: skip
+                warnings.warn(f"PPO step {step + 1}: {why}; the step was skipped ({skipped} so far).", stacklevel=1)
             stats["skipped_steps"] = skipped
             history.append(stats)
             if main and ((step + 1) % ppo.log_every == 0 or step + 1 == ppo.steps):
@@ -625,8 +631,15 @@ def ppo_step(policy: PolicyWithValueHead, model: Any, optimizer: Any, scheduler:
         add_advantages(rollout, ppo, reduce_sum)
 
     timed("advantages", rewards_and_advantages)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    # sharded parameters cannot be copied whole on one process; the checkpoint's own check still applies there
+    snapshot = None if is_sharded(accelerator) else UpdateSnapshot.capture(trainable, optimizer, scheduler)
     update = timed("update", lambda: update_policy(policy, model, optimizer, scheduler, accelerator, rollout, cfg,
                                                    derived_seed(rank_seed, step, "update")))  # fmt: skip
+    if snapshot is not None and update_diverged(trainable, [update.get("policy/grad_norm", 0.0)], reduce_sum):
+        snapshot.restore(optimizer, scheduler)  # as if the update had never run; β is not adapted either
+        return {"step": step + 1, "skipped": True, "score/nonfinite": 0.0, "update/nonfinite": 1.0, "kl/beta": beta,
+                **timings}  # fmt: skip
     # statistics of the whole batch (every process's rows), so every process logs and adapts β alike
     stats = {"step": step + 1, **rollout_statistics(gathered(accelerator, rollout), beta), **update,
              "lr": scheduler.get_last_lr()[0], "score/nonfinite": 0.0, **timings}  # fmt: skip
@@ -717,8 +730,7 @@ def _save_final(out: Path, policy: PolicyWithValueHead, sft_adapter: str | None,
 
 def _show_samples(samples: list[dict[str, Any]], step: int, out: Path, progress: bool) -> None:
     with open(out / "samples.jsonl", "a", encoding="utf-8") as f:
-        for s in samples:
-            f.write(json.dumps({"step": step, **s}) + "\n")
+        f.writelines(json.dumps({"step": step, **s}) + "\n" for s in samples)
     if not progress:
         return
     from rich.console import Console
