@@ -75,6 +75,25 @@ def test_full_session(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert code == 0 and "unpaired labels" in out
 
 
+def test_import_reports_pairs_skipped_as_identical(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = str(tmp_path / "fb.sqlite")
+    assert run(capsys, "init", "--store", store, "--overlap", "1")[0] == 0
+    source = tmp_path / "pairs.jsonl"
+    source.write_text(
+        json.dumps({"prompt": "p", "chosen": "same", "rejected": "same"})
+        + "\n"
+        + json.dumps({"prompt": "q", "chosen": "calm", "rejected": "rude"})
+        + "\n"
+    )
+    code, out, _ = run(capsys, "import", str(source), "--store", store)
+    assert code == 0 and "read 2 records" in out and "1 new items" in out and "labels: 1 added" in out
+    assert "skipped 1 pair(s) whose chosen and rejected are identical" in out
+    code, out, _ = run(capsys, "export", "--store", store, "--output", str(tmp_path / "out.jsonl"))
+    assert code == 0 and "wrote 1 preference pairs" in out
+
+
 def test_user_errors_exit_2_with_a_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     store = str(tmp_path / "fb.sqlite")
     code, _, err = run(capsys, "init", "--store", store, "--question", "ranking")

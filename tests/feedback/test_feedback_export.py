@@ -19,7 +19,7 @@ from rlhfkit.feedback.export import (
 )
 from rlhfkit.feedback.formats import FormatError, UnpairedLabel, read_trl_pairs, read_trl_unpaired
 from rlhfkit.feedback.importing import import_file
-from rlhfkit.feedback.items import add_comparisons, add_completions
+from rlhfkit.feedback.items import NewItem, add_comparisons, add_completions, add_items
 from rlhfkit.feedback.labeling import Answer
 from rlhfkit.feedback.models import Item, Label
 from rlhfkit.feedback.stats import compute_stats
@@ -254,3 +254,40 @@ def test_binary_project_round_trip(store_url: str, tmp_path: Path) -> None:
             ("good", ("fine answer",)),
             ("bad", ("you idiot",)),
         ]
+
+
+def test_import_skips_pairs_whose_chosen_and_rejected_are_identical(store_url: str, tmp_path: Path) -> None:
+    transcript = "\n\nHuman: Hi\n\nAssistant:"
+    trl = tmp_path / "pairs.jsonl"
+    trl.write_text(
+        "".join(
+            json.dumps({"prompt": prompt, "chosen": chosen, "rejected": rejected}) + "\n"
+            for prompt, chosen, rejected in (
+                ("p1", "kind", "rude"),
+                ("p2", "same words", "same words"),
+                ("p3", "calm", "loud"),
+            )
+        )
+    )
+    hh = tmp_path / "hh.jsonl"
+    hh.write_text(json.dumps({"chosen": transcript + " Hello!", "rejected": transcript + " Hello!"}) + "\n")
+    with FeedbackStore.create(store_url, overlap=1) as store:
+        result = import_file(store, trl, "trl")
+        assert (result.records, result.items_added, result.labels_added) == (3, 2, 2)
+        assert result.identical_skipped == 1
+        unlabeled = import_file(store, hh, "hh-rlhf", labeled=False)
+        assert (unlabeled.items_added, unlabeled.identical_skipped) == (0, 1)
+        out = tmp_path / "export.jsonl"
+        assert export_pairs(store, out) == 2
+    assert [(p.prompt, p.chosen != p.rejected) for p in read_trl_pairs(out)] == [("p1", True), ("p3", True)]
+
+
+def test_export_leaves_out_identical_pairs_an_older_import_stored(sqlite_path: str, tmp_path: Path) -> None:
+    with FeedbackStore.create(sqlite_path, overlap=1) as store:
+        add_items(store, [NewItem("p-same", ("same words", "same words")), NewItem("p-real", ("a", "b"))])
+        answer_items(
+            store, "alice", {"p-same": Answer("first", strength=2), "p-real": Answer("first", strength=2)}
+        )
+        assert [p.prompt for p in preference_pairs(store)] == ["p-real"]
+        assert {u.prompt for u in unpaired_labels(store)} == {"p-real"}
+        assert export_pairs(store, tmp_path / "pairs.jsonl") == 1

@@ -355,6 +355,11 @@ def _cmd_import(args: argparse.Namespace) -> int:
         fmt = args.fmt or ("trl" if store.project.question_type == "pairwise" else "trl-unpaired")
         result = import_file(store, args.file, fmt, labeled=not args.unlabeled)
     print(f"read {result.records} records from {args.file}: {result.items_added} new items")
+    if result.identical_skipped:
+        print(
+            f"skipped {result.identical_skipped} pair(s) whose chosen and rejected are identical "
+            "(nothing to compare)"
+        )
     if not args.unlabeled:
         print(
             f"labels: {result.labels_added} added, {result.labels_existing} already present "

@@ -115,6 +115,11 @@ def _selected(store: FeedbackStore, aggregate: str, complete_only: bool) -> list
     for records in by_item.values():
         if complete_only and len(records) < store.project.overlap:
             continue
+        candidates = records[0].candidates
+        if len(set(candidates)) < len(candidates):
+            # Stored by an import from before such pairs were skipped: the same text on both sides says
+            # nothing, and as a pair it would be chosen == rejected.
+            continue
         if aggregate == "label":
             groups.extend([r] for r in records)
         else:

@@ -3,6 +3,9 @@
 The whole file is parsed first (a bad line stops the import before anything is written), then items and
 labels are written in one transaction: a failed or killed import leaves the store as it was.
 
+A pair whose chosen and rejected texts are identical is skipped and counted
+(:attr:`ImportResult.identical_skipped`): there is nothing to compare.
+
 By default each record also becomes a label by an *imported* annotator: the file's ``worker``
 (summarize-from-feedback) or one annotator per format (``import:trl``, ``import:hh-rlhf``). Those labels
 count like any other (agreement, export, retirement). With ``labeled=False`` only the comparisons are
@@ -46,6 +49,8 @@ class ImportResult:
     """Labels already in the store (the file was imported before, or repeats a worker's judgment)."""
     annotators: tuple[str, ...]
     """Imported annotators the labels were attributed to."""
+    identical_skipped: int = 0
+    """Pairs whose chosen and rejected texts are the same: nothing to learn from them, so not imported."""
 
 
 def _annotator_name(fmt: str, worker: str | None) -> str:
@@ -70,9 +75,14 @@ def import_file(
     records: list[PreferencePair] | list[UnpairedLabel]
     if fmt == "trl-unpaired":
         records = list(read_trl_unpaired(path))
+        read, identical = len(records), 0
         items = [NewItem(prompt=r.prompt, candidates=(r.completion,)) for r in records]
     else:
-        records = list(read_pairs(path, fmt))
+        pairs = list(read_pairs(path, fmt))
+        # A pair with the same text on both sides teaches a reward model nothing (`reward train` drops it
+        # too) and would be an item with nothing to compare; add_comparisons skips such pairs as well.
+        records = [p for p in pairs if p.chosen != p.rejected]
+        read, identical = len(pairs), len(pairs) - len(records)
         items = [_pair_item(r) for r in records]
     for record, item in zip(records, items):
         validate_item(item, 2 if wanted == "pairwise" else 1, f"{path}:{record.line}")
@@ -84,7 +94,7 @@ def import_file(
     def work(session: Session) -> ImportResult:
         ids, is_new = upsert_items(session, items)
         if not labeled:
-            return ImportResult(len(records), sum(is_new), 0, 0, ())
+            return ImportResult(read, sum(is_new), 0, 0, (), identical)
         annotator_ids = _ensure_imported_annotators(session, set(names))
         used = _in_chunks(session, Label.client_id, Label.client_id, client_ids)
         first_texts = _in_chunks(session, Item.id, Item.candidate_0, ids)
@@ -123,7 +133,7 @@ def import_file(
             revisions[(annotator_id, item_id)] += 1
             added += 1
         session.flush()
-        return ImportResult(len(records), sum(is_new), added, existing, tuple(sorted(set(names))))
+        return ImportResult(read, sum(is_new), added, existing, tuple(sorted(set(names))), identical)
 
     return store.write(work)
 
