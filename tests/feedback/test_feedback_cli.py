@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import os
 import socket
 import sqlite3
 from pathlib import Path
@@ -92,6 +94,44 @@ def test_import_reports_pairs_skipped_as_identical(
     assert "skipped 1 pair(s) whose chosen and rejected are identical" in out
     code, out, _ = run(capsys, "export", "--store", store, "--output", str(tmp_path / "out.jsonl"))
     assert code == 0 and "wrote 1 preference pairs" in out
+
+
+def test_a_full_disk_during_export_exits_2_and_keeps_the_previous_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = str(tmp_path / "fb.sqlite")
+    assert run(capsys, "init", "--store", store, "--overlap", "1")[0] == 0
+    for n in (1, 2):
+        source = tmp_path / f"pairs{n}.jsonl"
+        source.write_text(json.dumps({"prompt": f"p{n}", "chosen": "calm", "rejected": "rude"}) + "\n")
+        assert run(capsys, "import", str(source), "--store", store)[0] == 0
+        if n == 1:
+            output = tmp_path / "prefs.jsonl"
+            assert run(capsys, "export", "--store", store, "--output", str(output))[0] == 0
+            previous = output.read_bytes()
+
+    def disk_full(_fd: int) -> None:  # the data is written, but the disk cannot hold it
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    code, out, err = run(capsys, "export", "--store", store, "--output", str(output))
+    monkeypatch.undo()
+    assert code == 2 and out == ""
+    assert str(output) in err and "no space left on device" in err and "free some space" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert output.read_bytes() == previous, "the previous export is intact"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".prefs")) == [], (
+        "no temp file left"
+    )
+
+
+def test_export_onto_a_folder_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = str(tmp_path / "fb.sqlite")
+    assert run(capsys, "init", "--store", store)[0] == 0
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    code, _, err = run(capsys, "export", "--store", store, "--output", str(folder))
+    assert code == 2 and f"could not write {folder}: is a directory" in err and "not a folder" in err
 
 
 def test_user_errors_exit_2_with_a_message(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -28,6 +28,7 @@ Files ending in ``.gz`` are read through gzip. Every error names the file, the l
 
 from __future__ import annotations
 
+import errno
 import gzip
 import io
 import json
@@ -274,4 +275,20 @@ def write_jsonl_atomic(objects: Iterable[dict[str, object]], path: str | os.Path
     directory = path.parent if str(path.parent) else Path(".")
     if not directory.is_dir():
         raise RlhfkitError(f"cannot write {path}: directory {directory} does not exist")
-    return write_lines_atomic(path, (json.dumps(obj, ensure_ascii=False) + "\n" for obj in objects))
+    try:
+        return write_lines_atomic(path, (json.dumps(obj, ensure_ascii=False) + "\n" for obj in objects))
+    except OSError as exc:
+        raise RlhfkitError(_write_failure(path, exc)) from None
+
+
+def _write_failure(path: Path, exc: OSError) -> str:
+    """One paragraph: which file, why, that nothing changed (the write is atomic), and what to do."""
+    full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    cause = "no space left on device" if full else (exc.strerror or str(exc)).lower()
+    kept = f" (the previous {path} is intact)" if path.is_file() else ""
+    todo = (
+        "free some space on that disk, or write the file to another disk"
+        if full
+        else "check that the path names a file (not a folder) in a folder you can write to"
+    )
+    return f"could not write {path}: {cause}. Nothing was changed{kept}. Please {todo}, then run the command again."
