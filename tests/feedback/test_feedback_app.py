@@ -209,6 +209,35 @@ def test_a_retired_item_is_refused_with_a_clear_message(tmp_path: Path) -> None:
         assert late.status_code == 409 and "retired" in late.text and "Nothing left for you" in late.text
 
 
+def test_an_item_not_served_to_the_annotator_is_refused(store: FeedbackStore, tokens: dict[str, str]) -> None:
+    client = client_for(store)
+    page = login(client, tokens["alice"])
+    served = forms(page)["label-form"]["item_id"]
+    other = next(str(i) for i in (1, 2, 3) if str(i) != served)
+    for path, data in (
+        ("/label", {**forms(page)["label-form"], "item_id": other, "choice": "tie"}),
+        ("/skip", {**forms(page)["skip-form"], "item_id": other}),
+    ):
+        refused = client.post(path, data=data)
+        assert refused.status_code == 409 and f"item {other} was not served to you" in refused.text, path
+        assert forms(refused.text)["label-form"]["item_id"] == served, (
+            "the page shows the item that is theirs"
+        )
+    assert live_labels(store, include_skips=True) == []
+
+
+def test_skipping_a_retired_item_is_refused(tmp_path: Path) -> None:
+    with FeedbackStore.create(tmp_path / "r.sqlite", overlap=1) as store:
+        add_comparisons(store, ["only prompt"], [["x", "y"]])
+        alice_token, bob_token = store.add_annotator("alice")[1], store.add_annotator("bob")[1]
+        alice, bob = client_for(store), client_for(store)
+        alice_page, bob_page = login(alice, alice_token), login(bob, bob_token)
+        assert submit(alice, alice_page, choice="tie").status_code == 303
+        late = bob.post("/skip", data=forms(bob_page)["skip-form"])
+        assert late.status_code == 409 and "retired" in late.text
+        assert [r.annotator for r in live_labels(store, include_skips=True)] == ["alice"]
+
+
 def test_skip_and_undo(store: FeedbackStore, tokens: dict[str, str]) -> None:
     client = client_for(store)
     page = login(client, tokens["alice"])

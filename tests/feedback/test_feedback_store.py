@@ -198,6 +198,39 @@ def test_labeling_a_retired_item_is_refused(store_url: str) -> None:
         assert len(live_labels(store)) == 1
 
 
+def test_only_the_item_served_to_an_annotator_can_be_labeled_or_skipped(store_url: str) -> None:
+    with make_store(store_url, items=3, overlap=2) as store:
+        (a,) = annotators(store, "a")
+        with pytest.raises(labeling.NotServedError, match="item 1 was not served to you"):
+            labeling.submit(store, a, 1, Answer("tie"), "c-unserved-1")
+        with pytest.raises(labeling.NotServedError, match="item 1 was not served to you"):
+            labeling.skip(store, a, 1, "s-unserved-1")
+        served = labeling.next_item(store, a).item_id
+        other = next(i for i in (1, 2, 3) if i != served)
+        with pytest.raises(labeling.NotServedError):
+            labeling.submit(store, a, other, Answer("tie"), "c-unserved-2")
+        with pytest.raises(labeling.NotServedError):
+            labeling.skip(store, a, other, "s-unserved-2")
+        assert live_labels(store, include_skips=True) == []
+        labeling.submit(store, a, served, Answer("tie"), "c-served-1")
+        with pytest.raises(labeling.AlreadyLabeledError):  # answered: no longer open to them
+            labeling.submit(store, a, served, Answer("tie"), "c-served-2")
+        labeling.undo(store, a, "u-served-1")  # an undo serves the item again
+        labeling.submit(store, a, served, Answer("first", strength=1), "c-served-3")
+        assert [(r.item_id, r.choice) for r in live_labels(store)] == [(served, "first")]
+
+
+def test_a_retired_item_cannot_be_skipped(store_url: str) -> None:
+    with make_store(store_url, items=1, overlap=1) as store:
+        a, b = annotators(store, "a", "b")
+        item = labeling.next_item(store, a).item_id
+        assert labeling.next_item(store, b).item_id == item  # served to both: nothing else is open
+        labeling.submit(store, a, item, Answer("tie"), "c-retire-a")
+        with pytest.raises(labeling.ItemRetiredError, match="retired"):
+            labeling.skip(store, b, item, "s-retired-b")
+        assert [r.annotator for r in live_labels(store, include_skips=True)] == ["a"], "no skip row stored"
+
+
 def test_nobody_is_shown_an_item_twice(store_url: str) -> None:
     with make_store(store_url, items=6, overlap=3) as store:
         (a,) = annotators(store, "a")

@@ -53,6 +53,12 @@ class ClientIdConflictError(LabelingError):
     status = 409
 
 
+class NotServedError(LabelingError):
+    """The item is not the one the queue serves this annotator now: never shown to them, or no longer theirs."""
+
+    status = 409
+
+
 @dataclass(frozen=True)
 class Answer:
     """An annotator's answer in canonical terms (about the item's first and second candidate)."""

@@ -9,6 +9,10 @@ The web app and the simulated annotators both go through these functions, so the
 - the item an annotator is looking at is *reserved* for a while (``reservation_minutes``), so that
   ``overlap`` annotators are not all sent to an item that needs only one more label. When every open
   item is reserved by others, one of them is served anyway rather than leaving the annotator idle;
+- an annotator may answer or skip only the item the queue serves them now (:func:`next_item`, or the
+  item an :func:`undo` gave back), and only while it is open to them: not already answered or
+  skipped by them and not retired. Anything else is refused (:class:`NotServedError`,
+  :class:`AlreadyLabeledError`, :class:`ItemRetiredError`) and nothing is stored;
 - every submission carries a client-chosen id; a retried request with the same id returns the stored
   answer instead of storing it twice;
 - answers are stored in canonical terms (``first`` / ``second`` candidate of the item) together with
@@ -37,6 +41,7 @@ from rlhfkit.feedback.answers import (
     ItemRetiredError,
     LabelingError,
     NothingToUndoError,
+    NotServedError,
     UnknownItemError,
     canonical_to_displayed,
     check_client_id,
@@ -52,7 +57,8 @@ from rlhfkit.feedback.store import FeedbackStore, utcnow
 __all__ = [
     "BINARY_CHOICES", "PAIRWISE_CHOICES", "SKIP", "STRENGTHS", "STRENGTH_MARGINS", "STRENGTH_NAMES",
     "AlreadyLabeledError", "Answer", "ClientIdConflictError", "InvalidAnswerError", "ItemRetiredError",
-    "ItemView", "Judgment", "LabelingError", "NothingToUndoError", "Progress", "UnknownItemError",
+    "ItemView", "Judgment", "LabelingError", "NotServedError", "NothingToUndoError", "Progress",
+    "UnknownItemError",
     "canonical_to_displayed", "displayed_to_canonical", "live_label_query", "next_item", "progress", "skip",
     "submit", "undo", "utcnow", "validate_answer", "view_item",
 ]  # fmt: skip
@@ -248,27 +254,10 @@ def submit(
         replayed = _replay(session, client_id, annotator_id, item_id)
         if replayed is not None:
             return replayed
-        # Lock the item row (PostgreSQL) so the retirement check and the insert are not interleaved with
-        # another annotator's submission; SQLite's BEGIN IMMEDIATE already serialises all writers.
-        item = session.scalar(select(Item).where(Item.id == item_id).with_for_update())
-        if item is None:
-            raise UnknownItemError(f"there is no item {item_id}")
-        own = own_labels(session, annotator_id, item_id)
-        if any(live for _, live in own):
-            raise AlreadyLabeledError(
-                f"you already answered (or skipped) item {item_id}; undo that answer first to change it"
-            )
-        if live_count(session, item_id) >= overlap:
-            raise ItemRetiredError(
-                f"item {item_id} already has its {overlap} label(s) from other annotators and is retired; "
-                "your answer was not stored, go on with the next item"
-            )
+        own, reservation = _claim(session, annotator_id, item_id, overlap, "answer")
         now = utcnow()
-        reservation = session.get(Reservation, annotator_id)
-        seconds = None
-        if reservation is not None and reservation.item_id == item_id:
-            seconds = (now - reservation.reserved_at).total_seconds()
-            session.delete(reservation)
+        seconds = (now - reservation.reserved_at).total_seconds()
+        session.delete(reservation)
         label = Label(
             item_id=item_id,
             annotator_id=annotator_id,
@@ -292,6 +281,40 @@ def submit(
     return store.write(work, retry_on_conflict=True)
 
 
+def _claim(
+    session: Session, annotator_id: int, item_id: int, overlap: int, what: str
+) -> tuple[list[tuple[Label, bool]], Reservation]:
+    """Check that the annotator may answer or skip the item now; their labels on it and their reservation.
+
+    Allowed only for the item the queue serves them now (their reservation; an undo serves its item
+    again), while it is still open to them: not answered or skipped by them, not retired.
+    """
+    # Lock the item row (PostgreSQL) so the retirement check and the insert are not interleaved with
+    # another annotator's submission; SQLite's BEGIN IMMEDIATE already serialises all writers.
+    if session.scalar(select(Item.id).where(Item.id == item_id).with_for_update()) is None:
+        raise UnknownItemError(f"there is no item {item_id}")
+    own = own_labels(session, annotator_id, item_id)
+    if any(live for _, live in own):
+        raise AlreadyLabeledError(
+            f"you already answered (or skipped) item {item_id}; undo that answer first to change it"
+        )
+    if live_count(session, item_id) >= overlap:
+        raise ItemRetiredError(
+            f"item {item_id} already has its {overlap} label(s) from other annotators and is retired; "
+            f"your {what} was not stored, go on with the next item"
+        )
+    reservation = session.scalar(
+        select(Reservation).where(Reservation.annotator_id == annotator_id).with_for_update()
+    )
+    if reservation is None or reservation.item_id != item_id:
+        # Otherwise a client could pick its items (or pass on ones never shown), bypassing the queue.
+        raise NotServedError(
+            f"item {item_id} was not served to you (or is no longer yours to answer), so your {what} was "
+            "not stored; answer the item the labeling page shows you now"
+        )
+    return own, reservation
+
+
 def skip(store: FeedbackStore, annotator_id: int, item_id: int, client_id: str) -> Judgment:
     """Pass on an item: this annotator will not be shown it again (unless they undo the skip)."""
     check_client_id(client_id)
@@ -300,15 +323,9 @@ def skip(store: FeedbackStore, annotator_id: int, item_id: int, client_id: str) 
         replayed = _replay(session, client_id, annotator_id, item_id)
         if replayed is not None:
             return replayed
-        if session.scalar(select(Item.id).where(Item.id == item_id).with_for_update()) is None:
-            raise UnknownItemError(f"there is no item {item_id}")
-        own = own_labels(session, annotator_id, item_id)
-        if any(live for _, live in own):
-            raise AlreadyLabeledError(f"you already answered (or skipped) item {item_id}")
+        own, reservation = _claim(session, annotator_id, item_id, store.project.overlap, "skip")
+        session.delete(reservation)
         now = utcnow()
-        reservation = session.get(Reservation, annotator_id)
-        if reservation is not None and reservation.item_id == item_id:
-            session.delete(reservation)
         label = Label(
             item_id=item_id,
             annotator_id=annotator_id,
