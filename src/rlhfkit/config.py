@@ -1,4 +1,4 @@
-"""Configuration: one frozen dataclass per concern, merged and type-checked by OmegaConf.
+"""Configuration: one frozen dataclass per concern, merged and type-checked on loading.
 
 A run's configuration comes from three layers, later ones winning:
 
@@ -6,29 +6,25 @@ A run's configuration comes from three layers, later ones winning:
 2. zero or more YAML files (``--config configs/sft-tiny-t5.yaml``),
 3. dotted command-line overrides (``--set sft.learning_rate=1e-4``).
 
-OmegaConf does the merging and the type checking; :func:`load_config` turns its errors into messages
-that name the key and list the valid ones, then runs the cross-field rules of :meth:`Config.validate`
-before any work starts. Each field is followed by a one-line docstring, which ``rlhfkit config
---explain`` prints next to the value.
+:func:`load_config` checks every file and override against the dataclasses (see
+:mod:`rlhfkit.config_loading`: one-line messages that name the file or override, the key, the expected
+type and the given value, and list the valid keys for an unknown one), then runs the cross-field rules
+of :meth:`Config.validate` before any work starts. Each field is followed by a one-line docstring,
+which ``rlhfkit config --explain`` prints next to the value.
 """
 
 from __future__ import annotations
 
-import ast
-import dataclasses
-import inspect
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
-import yaml
-from omegaconf import OmegaConf
-from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
-
+# rlhfkit.config is where callers import these from; they work on every schema, so they live apart
+from rlhfkit.config_files import save_config, to_yaml  # noqa: F401
+from rlhfkit.config_loading import explain, field_docs, load_structured, replace  # noqa: F401
 from rlhfkit.errors import ConfigError
-from rlhfkit.io import write_text_atomic
 from rlhfkit.rewards.config import RewardConfig, RewardSpec
 from rlhfkit.runconfig import PRECISIONS, RunConfig
 
@@ -39,11 +35,11 @@ DEFAULT_TEMPLATE = "Summarize the following conversation.\n\n{dialogue}\n\nSumma
 class ModelConfig:
     name_or_path: str = "preset:tiny-t5"
     """Hub id (google/flan-t5-base), local folder, or preset:NAME (see `rlhfkit presets`)."""
-    revision: Optional[str] = None
+    revision: str | None = None
     """Hub revision (branch, tag or commit) when name_or_path is a hub id."""
     trust_remote_code: bool = False
     """Allow model code from the hub repository to run (only for models you trust)."""
-    pad_token: Optional[str] = None
+    pad_token: str | None = None
     """Existing token to pad with when the tokenizer has none (never the EOS token for decoder-only)."""
     fused_activations: bool = True
     """Run the tanh-GELU of FLAN-T5 / GPT-2 ('gelu_new') as PyTorch's one fused kernel (same function to ~2e-7)."""
@@ -57,11 +53,11 @@ class LoraConfig:
     """LoRA scaling numerator: updates are scaled by alpha / r."""
     dropout: float = 0.05
     """Dropout on the LoRA branch during training (off during rollouts)."""
-    target_modules: Optional[list[str]] = None
+    target_modules: list[str] | None = None
     """Module names to adapt; null = peft's default for the architecture (T5: q, v; Llama: q_proj, v_proj)."""
-    modules_to_save: Optional[list[str]] = None
+    modules_to_save: list[str] | None = None
     """Modules trained in full next to the adapter (e.g. lm_head for randomly initialised presets)."""
-    adapter_path: Optional[str] = None
+    adapter_path: str | None = None
     """An existing adapter folder to continue training instead of a fresh adapter."""
 
 
@@ -95,7 +91,7 @@ class DataConfig:
     """Fraction of examples held out for evaluation."""
     split_seed: int = 42
     """Seed of the train/test split."""
-    max_train_examples: Optional[int] = None
+    max_train_examples: int | None = None
     """Cap on training examples after filtering (null = all)."""
     synthetic: SyntheticCorpusConfig = field(default_factory=SyntheticCorpusConfig)
     """Settings of the built-in corpus (used when source = synthetic)."""
@@ -197,9 +193,9 @@ class PPOConfig:
     """Horizon of the adaptive controller, in responses."""
     whiten_rewards: bool = False
     """Whiten per-token rewards over the batch before GAE."""
-    no_eos_penalty: Optional[float] = None
+    no_eos_penalty: float | None = None
     """Subtract this from the score of a response that never produced EOS (null = no penalty)."""
-    target_approx_kl: Optional[float] = None
+    target_approx_kl: float | None = None
     """Stop the step's remaining updates once approx-KL(old, new) exceeds this (null = never)."""
     update_dropout: bool = False
     """Dropout (the model's and LoRA's) during the update; off as in TRL's PPOTrainer and torchtune's PPO recipe."""
@@ -207,15 +203,15 @@ class PPOConfig:
     """Under bf16 mixed precision, keep the frozen base model's linear weights in bf16 (half the memory, no per-call cast)."""
     bf16_frozen_embeddings: bool = True
     """With bf16_frozen_weights, store frozen embedding tables in bf16 too (lookups come back fp32; the values round)."""
-    sft_adapter: Optional[str] = None
+    sft_adapter: str | None = None
     """SFT adapter folder to start from; it is merged into the base and becomes the reference."""
     rollout_logprobs: str = "auto"
     """Old log-probs/values from the 'generation' pass or a teacher-forced 'recompute'; auto: recompute below fp32."""
     reference: str = "adapter"
     """Reference policy: 'adapter' (same weights, RL adapter disabled) or 'copy' (a frozen deep copy)."""
-    min_new_tokens: Optional[int] = None
+    min_new_tokens: int | None = None
     """Lower end of the per-step response-length sampler (null = generation.min_new_tokens)."""
-    max_new_tokens: Optional[int] = None
+    max_new_tokens: int | None = None
     """Upper end of the per-step response-length sampler (null = generation.max_new_tokens)."""
     log_every: int = 1
     """Write step statistics every N steps."""
@@ -240,7 +236,7 @@ def _lexicon_toxicity() -> RewardSpec:
 class EvalConfig:
     policies: list[str] = field(default_factory=list)
     """Policies to compare, as NAME=PATH (adapter folder from sft/ppo, or 'base'); the first is the baseline."""
-    reference: Optional[str] = None
+    reference: str | None = None
     """Name of the policy that KL is measured against (null = the first policy)."""
     prompts: int = 256
     """Held-out prompts to evaluate on (all of the split if it has fewer)."""
@@ -430,149 +426,17 @@ def _ppo_problems(ppo: PPOConfig, gen: GenerationConfig) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------------
-# Loading, merging, saving
+# Loading (reading, checking, saving and replace() live in rlhfkit.config_loading, for every schema)
 
 
 def load_config(
-    files: Sequence[str | os.PathLike] = (),
-    overrides: Sequence[str] = (),
+    files: str | os.PathLike | Sequence[str | os.PathLike] = (),
+    overrides: str | Sequence[str] = (),
     schema: type = Config,
 ) -> Any:
     """Merge defaults, YAML ``files`` and ``key=value`` ``overrides``; type-check; validate.
 
-    Raises ConfigError with a message naming the key (and listing valid keys for an unknown one).
+    Raises ConfigError with a one-line message naming the file or override and the key (listing the
+    valid keys for an unknown one), or with the broken cross-field rules of ``schema.validate()``.
     """
-    base = OmegaConf.structured(schema)
-    layers = []
-    for f in files:
-        path = Path(f)
-        if not path.is_file():
-            raise ConfigError(f"config file {str(path)!r} does not exist; check the path given to --config.")
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as e:
-            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {e}") from None
-        if raw is None:
-            continue  # an empty file changes nothing
-        if not isinstance(raw, dict):
-            raise ConfigError(f"config file {str(path)!r} must hold a mapping of sections (run:, model:, ...).")
-        loaded = OmegaConf.create(raw)
-        layers.append(loaded)
-    for item in overrides:
-        if "=" not in item or item.startswith("="):
-            raise ConfigError(f"override {item!r} must look like section.key=value, e.g. sft.learning_rate=1e-4")
-    if overrides:
-        try:
-            layers.append(OmegaConf.from_dotlist(list(overrides)))
-        except OmegaConfBaseException as e:
-            raise ConfigError(f"could not parse overrides {list(overrides)}: {e.msg}") from None
-    try:
-        merged = OmegaConf.merge(base, *layers)
-        cfg = OmegaConf.to_object(merged)
-    except ConfigKeyError as e:
-        raise ConfigError(_unknown_key_message(schema, e.full_key)) from None
-    except ValidationError as e:
-        raise ConfigError(_type_message(schema, e.full_key, e.msg)) from None
-    except OmegaConfBaseException as e:
-        raise ConfigError(f"invalid configuration at {e.full_key!r}: {e.msg}") from None
-    except (TypeError, ValueError) as e:  # e.g. a mapping merged into a list: --set reward.rewards.0.x=1
-        raise ConfigError(f"invalid configuration: {e}. Lists are set whole, e.g. "
-                          "--set 'reward.rewards=[{kind: lexicon}]'.") from None  # fmt: skip
-    cfg.validate()
-    return cfg
-
-
-def _section_type(schema: type, dotted: str) -> tuple[type | None, str]:
-    """Follow ``a.b.c`` through nested dataclasses; return (dataclass owning the last part, that part)."""
-    owner: Any = schema
-    parts = dotted.split(".")
-    for part in parts[:-1]:
-        fields = {f.name: f for f in dataclasses.fields(owner)} if dataclasses.is_dataclass(owner) else {}
-        if part not in fields:
-            return owner, part
-        owner = _resolved_types(owner)[part]
-    return owner, parts[-1]
-
-
-def _unknown_key_message(schema: type, full_key: str) -> str:
-    owner, name = _section_type(schema, full_key)
-    prefix = full_key.rsplit(".", 1)[0] + "." if "." in full_key else ""
-    valid = ", ".join(prefix + f.name for f in dataclasses.fields(owner)) if dataclasses.is_dataclass(owner) else ""
-    return f"unknown config key {full_key!r}. Valid keys here: {valid}. Run `rlhfkit config --explain` for all."
-
-
-def _type_message(schema: type, full_key: str, msg: str) -> str:
-    owner, name = _section_type(schema, full_key)
-    expected = _resolved_types(owner).get(name) if dataclasses.is_dataclass(owner) else None
-    shown = getattr(expected, "__name__", None) or str(expected).replace("typing.", "")
-    return f"config key {full_key!r} expects {shown}: {msg.strip().splitlines()[0]}"
-
-
-@lru_cache(maxsize=None)
-def _resolved_types(cls: type) -> dict[str, Any]:
-    import typing
-
-    return typing.get_type_hints(cls)
-
-
-def to_yaml(cfg: Any) -> str:
-    """The config as YAML text (the resolved form written next to a run's outputs)."""
-    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
-
-
-def save_config(cfg: Any, folder: str | os.PathLike, name: str = "config.yaml") -> Path:
-    """Write the resolved config into ``folder`` atomically (temp file + rename)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    return write_text_atomic(folder / name, to_yaml(cfg))
-
-
-# --------------------------------------------------------------------------------------------------
-# Field documentation (the attribute docstrings above), for `rlhfkit config --explain`
-
-
-@lru_cache(maxsize=None)
-def field_docs(cls: type) -> dict[str, str]:
-    """Map each field of dataclass ``cls`` to the docstring written right after it."""
-    tree = ast.parse(inspect.getsource(cls))
-    body = tree.body[0].body  # type: ignore[attr-defined]
-    docs: dict[str, str] = {}
-    for node, nxt in zip(body, body[1:]):
-        if (
-            isinstance(node, ast.AnnAssign)
-            and isinstance(node.target, ast.Name)
-            and isinstance(nxt, ast.Expr)
-            and isinstance(nxt.value, ast.Constant)
-            and isinstance(nxt.value.value, str)
-        ):
-            docs[node.target.id] = nxt.value.value.strip()
-    return docs
-
-
-def explain(cfg: Any, prefix: str = "") -> list[tuple[str, Any, str]]:
-    """Flatten ``cfg`` into (dotted key, value, docstring) rows."""
-    rows: list[tuple[str, Any, str]] = []
-    docs = field_docs(type(cfg))
-    for f in dataclasses.fields(cfg):
-        value = getattr(cfg, f.name)
-        key = prefix + f.name
-        if dataclasses.is_dataclass(value):
-            rows.extend(explain(value, key + "."))
-        else:
-            rows.append((key, value, docs.get(f.name, "")))
-    return rows
-
-
-def replace(cfg: Any, **changes: Any) -> Any:
-    """``dataclasses.replace`` that accepts dotted keys: replace(cfg, **{"sft.max_steps": 10})."""
-    nested: dict[str, dict[str, Any]] = {}
-    flat: dict[str, Any] = {}
-    for key, value in changes.items():
-        head, _, rest = key.partition(".")
-        if rest:
-            nested.setdefault(head, {})[rest] = value
-        else:
-            flat[head] = value
-    for head, sub in nested.items():
-        flat[head] = replace(getattr(cfg, head), **sub)
-    return dataclasses.replace(cfg, **flat)
+    return load_structured(schema, files, overrides)

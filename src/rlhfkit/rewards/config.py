@@ -112,7 +112,9 @@ class RewardConfig:
         for i, spec in enumerate(self.rewards):
             p.extend(spec.problems(f"{where}[{i}]"))
         if self.clip_min is not None and self.clip_max is not None and self.clip_min >= self.clip_max:
-            p.append(f"clip_min ({self.clip_min}) must be below clip_max ({self.clip_max})")
+            section = where.rpartition(".")[0]  # "reward" inside the main config, "" on its own
+            key = f"{section}." if section else ""
+            p.append(f"{key}clip_min ({self.clip_min}) must be below {key}clip_max ({self.clip_max})")
         return p
 
     def validate(self) -> None:
