@@ -96,9 +96,9 @@ def run_rlhfkit(preset: str, precision: str, steps: int) -> dict:
 def _time_rlhfkit(preset_dir: str, work: Path, precision: str, steps: int) -> dict:
     import torch
 
+    from rlhfkit.algos.ppo.run import run_ppo
     from rlhfkit.config import load_config, replace
     from rlhfkit.rewards.simple import CallableReward
-    from rlhfkit.train.ppo import run_ppo
 
     torch.set_num_threads(THREADS)
     data = work / "prompts.jsonl"

@@ -117,8 +117,8 @@ def main() -> int:
     p.add_argument("--repeats", type=int, default=2, help="alternating runs of each; the best of each is compared")
     args = p.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from rlhfkit.engine.runtime import quiet_libraries
     from rlhfkit.rewards.tiny_backbones import resolve_backbone
-    from rlhfkit.train.runtime import quiet_libraries
 
     quiet_libraries()
     python = ensure_trl_venv()

@@ -19,7 +19,7 @@ def _preset_cache(tmp_path_factory: pytest.TempPathFactory):
     home = tmp_path_factory.mktemp("rlhfkit-home")
     previous = os.environ.get("RLHFKIT_HOME")
     os.environ["RLHFKIT_HOME"] = str(home)
-    from rlhfkit.train.runtime import quiet_libraries
+    from rlhfkit.engine.runtime import quiet_libraries
 
     quiet_libraries()
     yield home

@@ -32,7 +32,8 @@ _EXPORTS = {
     "load_base_model": "rlhfkit.models.loading",
     "attach_lora": "rlhfkit.models.lora",
     "generate": "rlhfkit.rollout.generation",
-    "run_sft": "rlhfkit.train.sft",
+    "run_sft": "rlhfkit.algos.sft",
+    "run_ppo": "rlhfkit.algos.ppo.run",
     "run_demo": "rlhfkit.demo",
 }
 

@@ -32,8 +32,8 @@ def _load(args: argparse.Namespace):
 
 
 def _cmd_sft(args: argparse.Namespace) -> int:
-    from rlhfkit.train.distributed import is_main_process
-    from rlhfkit.train.sft import run_sft
+    from rlhfkit.algos.sft import run_sft
+    from rlhfkit.engine.distributed import is_main_process
 
     cfg = _load(args)
     result = run_sft(cfg, progress=not args.no_progress)
@@ -48,9 +48,9 @@ def _cmd_sft(args: argparse.Namespace) -> int:
 
 
 def _cmd_ppo(args: argparse.Namespace) -> int:
+    from rlhfkit.algos.ppo.run import run_ppo
     from rlhfkit.config import replace
-    from rlhfkit.train.distributed import is_main_process
-    from rlhfkit.train.ppo import run_ppo
+    from rlhfkit.engine.distributed import is_main_process
 
     cfg = _load(args)
     if args.sft_adapter:
@@ -104,7 +104,7 @@ def _cmd_config(args: argparse.Namespace) -> int:
 def _cmd_data(args: argparse.Namespace) -> int:
     from rlhfkit.data.lexicon import LexiconJudge
     from rlhfkit.data.loading import load_dialogues
-    from rlhfkit.train.runtime import quiet_libraries
+    from rlhfkit.engine.runtime import quiet_libraries
 
     quiet_libraries()
     cfg = _load(args)

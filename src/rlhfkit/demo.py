@@ -237,7 +237,7 @@ def run_demo(output_dir: str = "runs/demo", seed: int = 0, overrides: Sequence[s
 
 
 def _sft(cfg: DemoConfig, console: Console, progress: bool) -> dict[str, Any]:
-    from rlhfkit.train.sft import run_sft
+    from rlhfkit.algos.sft import run_sft
 
     console.print(f"LoRA SFT of {cfg.model.name_or_path} on the synthetic corpus ({cfg.data.synthetic.size} "
                   f"dialogues, {cfg.data.synthetic.toxic_fraction:.0%} of reference summaries insulting)")  # fmt: skip
@@ -325,8 +325,8 @@ def _ppo_key(upstream: str, cfg: Config) -> str:
 
 def _ppo(cfg: Config, cache: StageCache, name: str, key: str, progress: bool) -> dict[str, Any]:
     """PPO; an interrupted run with the same settings resumes from its last checkpoint instead of restarting."""
-    from rlhfkit.train.checkpoint import list_checkpoints
-    from rlhfkit.train.ppo import run_ppo
+    from rlhfkit.algos.ppo.run import run_ppo
+    from rlhfkit.engine.checkpoint import list_checkpoints
 
     folder = Path(cfg.run.output_dir)
     marker = cache.root / f"{name}.started"

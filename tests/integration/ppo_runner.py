@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import sys
 
+from rlhfkit.algos.ppo.run import run_ppo
 from rlhfkit.config import load_config, replace
-from rlhfkit.train.ppo import run_ppo
 
 BASE = [
     "ppo.steps=6", "ppo.batch_size=4", "ppo.mini_batch_size=2", "ppo.micro_batch_size=1", "ppo.ppo_epochs=2",

@@ -38,7 +38,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from rlhfkit.train.metrics import read_metrics
+from rlhfkit.engine.metrics import read_metrics
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -206,8 +206,8 @@ def test_launch_with_a_batch_that_does_not_divide_is_refused_before_any_work(tmp
 
 
 def test_more_processes_than_prompts_and_indivisible_sizes_are_named():
+    from rlhfkit.engine.distributed import check_split
     from rlhfkit.errors import RlhfkitError
-    from rlhfkit.train.distributed import check_split
 
     check_split(1, {"ppo.batch_size": 3})  # one process takes any size
     check_split(4, {"ppo.batch_size": 16, "ppo.mini_batch_size": 4})
@@ -222,9 +222,9 @@ def test_more_processes_than_prompts_and_indivisible_sizes_are_named():
 
 def test_sft_batch_must_divide_by_accumulation_times_processes(monkeypatch, tmp_path):
     """The split is checked with the process count the Accelerator reports, before the data or model is read."""
+    from rlhfkit.algos import sft
     from rlhfkit.config import load_config, replace
     from rlhfkit.errors import RlhfkitError
-    from rlhfkit.train import sft
 
     real = sft.make_accelerator
 
@@ -259,9 +259,9 @@ def test_deepspeed_launch_without_deepspeed_is_a_clear_error(monkeypatch, tmp_pa
 
 
 def test_launcher_gradient_accumulation_that_disagrees_is_refused(monkeypatch, tmp_path):
+    from rlhfkit.algos.sft import run_sft
     from rlhfkit.config import load_config, replace
     from rlhfkit.errors import RlhfkitError
-    from rlhfkit.train.sft import run_sft
 
     monkeypatch.setenv("ACCELERATE_GRADIENT_ACCUMULATION_STEPS", "4")
     cfg = replace(load_config([], []), **{"run.output_dir": str(tmp_path / "run")})

@@ -15,7 +15,7 @@ import yaml
 
 from rlhfkit.cli import main
 from rlhfkit.config import load_config
-from rlhfkit.train.metrics import read_metrics
+from rlhfkit.engine.metrics import read_metrics
 
 LAB = Path(__file__).resolve().parents[2] / "configs" / "lab-flan-t5-detox.yaml"
 MODEL, DATA = "google/flan-t5-base", "knkarthick/dialogsum"

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from rlhfkit.algos.ppo.run import run_ppo
 from rlhfkit.config import load_config, replace
+from rlhfkit.engine.metrics import read_metrics
 from rlhfkit.errors import ConfigError, RlhfkitError
 from rlhfkit.rewards.simple import CallableReward
-from rlhfkit.train.metrics import read_metrics
-from rlhfkit.train.ppo import run_ppo
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))

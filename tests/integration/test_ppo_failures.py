@@ -15,11 +15,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from rlhfkit.algos.ppo.run import run_ppo
 from rlhfkit.cli import main
 from rlhfkit.config import load_config, replace
+from rlhfkit.engine.metrics import read_metrics
 from rlhfkit.rewards.simple import CallableReward
-from rlhfkit.train.metrics import read_metrics
-from rlhfkit.train.ppo import run_ppo
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -113,7 +113,7 @@ def test_a_full_disk_anywhere_else_is_a_clear_error(tmp_path, capsys, monkeypatc
     """Writes outside the checkpoint (metrics, the final adapter) reach the CLI as OSError(ENOSPC)."""
     import errno
 
-    from rlhfkit.train import metrics
+    from rlhfkit.engine import metrics
 
     def full(self, record):
         raise OSError(errno.ENOSPC, "No space left on device", str(self.path))

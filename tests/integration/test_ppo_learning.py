@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from rlhfkit.algos.ppo.run import run_ppo
+from rlhfkit.algos.sft import run_sft
 from rlhfkit.config import load_config, replace
 from rlhfkit.data.loading import load_dialogues
 from rlhfkit.eval.evaluate import prompt_seed, sample_policy
 from rlhfkit.rewards.simple import LexiconReward
-from rlhfkit.train.ppo import run_ppo
-from rlhfkit.train.sft import run_sft
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = ["data.synthetic.size=1000", "data.test_size=0.2"]  # 800 prompts to train on, 200 held out

@@ -12,7 +12,7 @@ import yaml
 
 from rlhfkit.cli import main
 from rlhfkit.config import load_config
-from rlhfkit.train.metrics import read_metrics
+from rlhfkit.engine.metrics import read_metrics
 
 REPO = Path(__file__).resolve().parents[2]
 FAST = ["sft.max_steps=12", "sft.eval_examples=8", "sft.log_every=4", "data.synthetic.size=300",

@@ -16,9 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from rlhfkit.errors import RlhfkitError
-from rlhfkit.train import checkpoint as ckpt
-from rlhfkit.train.checkpoint import (
+from rlhfkit.engine import checkpoint as ckpt
+from rlhfkit.engine.checkpoint import (
     MANIFEST,
     list_checkpoints,
     load_checkpoint,
@@ -27,6 +26,7 @@ from rlhfkit.train.checkpoint import (
     set_rng_state,
     sha256_of,
 )
+from rlhfkit.errors import RlhfkitError
 
 
 def _training_objects():

@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from rlhfkit.config import GenerationConfig, LoraConfig, ModelConfig
+from rlhfkit.core.logprobs import logprobs_from_logits
 from rlhfkit.models.policy import build_policy
-from rlhfkit.ppo import logprobs_from_logits
+from rlhfkit.models.value_head import attach_value_head
 from rlhfkit.rollout.decoding import DecodeSettings, choose_next, sample_from, top_k_filter, top_p_filter
 from rlhfkit.rollout.generation import generate
 
@@ -73,7 +74,8 @@ def policy(request):
     # float32 rounding in the comparisons below) depended on which tests had run before
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        policy = build_policy(ModelConfig(name_or_path=f"preset:{request.param}"), LoraConfig(dropout=0.5))
+        policy = attach_value_head(build_policy(ModelConfig(name_or_path=f"preset:{request.param}"),
+                                                LoraConfig(dropout=0.5)))  # fmt: skip
         with torch.no_grad():  # a non-zero adapter and value head, so both paths must agree on them too
             for name, p in policy.named_parameters():
                 if "lora_B" in name:
@@ -102,7 +104,7 @@ def _logprob_tolerance(logits: torch.Tensor, mask: torch.Tensor, temperature: fl
 
 def _value_tolerance(policy, hidden: torch.Tensor, mask: torch.Tensor) -> float:
     """A value is w·h + b over H terms: rounding is relative to Σ|w_i h_i| (not to the value, which cancels)."""
-    terms = hidden.abs().float() @ policy.value_head.weight.abs().T  # (B, T, 1)
+    terms = hidden.abs().float() @ policy.value_head.weight.detach().abs().T  # (B, T, 1)
     return ULPS * EPS32 * float(terms.squeeze(-1)[mask.bool()].max())
 
 

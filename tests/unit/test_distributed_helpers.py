@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from rlhfkit.core.masked import masked_whiten
+from rlhfkit.engine.distributed import check_backend, padded_shard, shard_bounds
 from rlhfkit.errors import RlhfkitError
-from rlhfkit.ppo import masked_whiten
 from rlhfkit.rewards.batching import LabelBatch, PairBatch, shard_label_batch, shard_pair_batch
-from rlhfkit.train.distributed import check_backend, padded_shard, shard_bounds
 
 
 def test_shard_bounds_cover_every_row_once_in_order():

@@ -7,9 +7,10 @@ import torch
 
 from rlhfkit.config import GenerationConfig, LoraConfig, ModelConfig
 from rlhfkit.errors import RlhfkitError
+from rlhfkit.models.forward import position_ids_from_mask
 from rlhfkit.models.loading import load_base_model
 from rlhfkit.models.lora import attach_lora
-from rlhfkit.rollout.generation import generate, position_ids_from_mask, response_mask_from_eos
+from rlhfkit.rollout.generation import generate, response_mask_from_eos
 
 PROMPTS = [
     "Summarize the following conversation.\n\n#Person1#: Hi.\n#Person2#: Hello, how are you today?\n\nSummary: ",

@@ -10,6 +10,7 @@ from rlhfkit.errors import RlhfkitError
 from rlhfkit.models.loading import load_base_model
 from rlhfkit.models.lora import attach_lora, save_adapter
 from rlhfkit.models.policy import build_policy
+from rlhfkit.models.value_head import attach_value_head
 from rlhfkit.rollout.generation import generate
 
 PROMPTS = [
@@ -82,8 +83,23 @@ def test_reference_stays_frozen_while_the_adapter_trains():
     assert ((own - before) * out.response_mask).abs().max() > 1e-3  # while the policy itself moved
 
 
-def test_value_head_starts_at_zero_and_values_line_up_with_generation():
+def test_a_policy_has_no_value_head_until_ppo_attaches_one():
     policy = build_policy(ModelConfig(name_or_path="preset:tiny-t5"), LoraConfig())
+    out = _rollout(policy)
+    with torch.no_grad():
+        scores = policy.score(out.prompt_ids, out.prompt_mask, out.response_ids, GEN.temperature)
+    assert scores.values is None and scores.logprobs.shape == out.response_ids.shape
+    assert not any("value_head" in name for name in policy.trainable_state())
+    with pytest.raises(RlhfkitError, match="no value head"):
+        policy.values_from_hidden(out.last_hidden)
+    attach_value_head(policy)
+    assert list(policy.trainable_state())[-2:] == ["value_head.weight", "value_head.bias"]  # after the adapter
+    with pytest.raises(RlhfkitError, match="already has a value head"):
+        attach_value_head(policy)
+
+
+def test_value_head_starts_at_zero_and_values_line_up_with_generation():
+    policy = attach_value_head(build_policy(ModelConfig(name_or_path="preset:tiny-t5"), LoraConfig()))
     out = _rollout(policy)
     assert torch.count_nonzero(policy.values_from_hidden(out.last_hidden)) == 0
     with torch.no_grad():
@@ -98,7 +114,7 @@ def test_value_head_starts_at_zero_and_values_line_up_with_generation():
 
 def test_trainable_state_round_trip_and_mismatch():
     cfg = ModelConfig(name_or_path="preset:tiny-t5")
-    a, b = build_policy(cfg, LoraConfig()), build_policy(cfg, LoraConfig())
+    a, b = (attach_value_head(build_policy(cfg, LoraConfig())) for _ in range(2))
     with torch.no_grad():
         for p in a.parameters():
             if p.requires_grad:
@@ -106,7 +122,7 @@ def test_trainable_state_round_trip_and_mismatch():
     b.load_trainable_state(a.trainable_state())
     assert all(torch.equal(x, y) for x, y in zip(a.trainable_state().values(), b.trainable_state().values()))
     assert "value_head.weight" in a.trainable_state()
-    other = build_policy(cfg, LoraConfig(r=8))
+    other = attach_value_head(build_policy(cfg, LoraConfig(r=8)))
     with pytest.raises(RlhfkitError, match="shape"):
         other.load_trainable_state(a.trainable_state())
 
@@ -122,8 +138,8 @@ def test_frozen_linears_stored_in_bf16_change_no_result_under_autocast(preset, r
     """Also for a policy started from an SFT adapter, whose merge wrote into the memory-mapped checkpoint: the
     pages given back after the copy must not take the merged weights with them."""
     sft = sft_adapters[preset] if reference == "sft" else None
-    policy = build_policy(ModelConfig(name_or_path=f"preset:{preset}"), LoraConfig(),
-                          reference="adapter" if sft else reference, sft_adapter=sft)  # fmt: skip
+    policy = attach_value_head(build_policy(ModelConfig(name_or_path=f"preset:{preset}"), LoraConfig(),
+                                            reference="adapter" if sft else reference, sft_adapter=sft))  # fmt: skip
     with torch.no_grad():  # a trained-looking adapter, so the policy and the reference differ
         for name, p in policy.model.named_parameters():
             if "lora_B" in name:

@@ -5,16 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rlhfkit.ppo import (
-    gae_advantages,
-    last_valid_index,
-    masked_mean,
-    masked_sum,
-    masked_var,
-    masked_whiten,
-    no_eos_penalty,
-    per_token_rewards,
-)
+from rlhfkit.algos.ppo.advantages import gae_advantages, last_valid_index, no_eos_penalty, per_token_rewards
+from rlhfkit.core.masked import masked_mean, masked_sum, masked_var, masked_whiten
 
 NAN = float("nan")
 

@@ -7,15 +7,10 @@ import math
 import pytest
 import torch
 
-from rlhfkit.ppo import (
-    approx_kl,
-    approx_kl_k3,
-    clipped_policy_loss,
-    clipped_value_loss,
-    entropy_from_logits,
-    explained_variance,
-    logprobs_from_logits,
-)
+from rlhfkit.algos.ppo.losses import clipped_policy_loss, clipped_value_loss
+from rlhfkit.core.kl import approx_kl, approx_kl_k3
+from rlhfkit.core.logprobs import entropy_from_logits, logprobs_from_logits
+from rlhfkit.core.masked import explained_variance
 
 NAN = float("nan")
 E_HALF = math.exp(0.5)  # 1.648721
@@ -215,9 +210,9 @@ def test_entropy_gradient_is_finite_with_banned_tokens() -> None:
 def test_logprobs_and_entropy_do_not_depend_on_the_chunking(monkeypatch, chunk_elements: int) -> None:
     """The (B, T, V) logits are worked a few positions at a time (one position per chunk at budget 1, a
     chunk that ends inside a batch row at 20): values and gradients are those of the whole tensor at once."""
-    from rlhfkit.ppo import losses
+    from rlhfkit.core import logprobs
 
-    monkeypatch.setattr(losses, "CPU_CHUNK_ELEMENTS", chunk_elements)
+    monkeypatch.setattr(logprobs, "CPU_CHUNK_ELEMENTS", chunk_elements)
     g = torch.Generator().manual_seed(4)
     logits = (torch.randn(3, 5, 7, generator=g) * 3).requires_grad_()
     tokens = torch.randint(0, 7, (3, 5), generator=g)

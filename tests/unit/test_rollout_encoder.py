@@ -7,8 +7,10 @@ import torch
 
 from rlhfkit.config import LoraConfig, ModelConfig, load_config
 from rlhfkit.errors import RlhfkitError
-from rlhfkit.models.policy import build_policy, teacher_forced
-from rlhfkit.train.ppo import ChunkedEncoder, _teacher_forced_old, generate_rollout
+from rlhfkit.models.forward import teacher_forced
+from rlhfkit.models.policy import build_policy
+from rlhfkit.models.value_head import attach_value_head
+from rlhfkit.rollout.experience import ChunkedEncoder, sample_experience, teacher_forced_scores
 
 CPU = torch.device("cpu")
 # eight prompts of different lengths, so chunks trim different padding columns
@@ -16,7 +18,7 @@ PROMPTS = [f"Summarize: #Person1#: {'we need more chairs for the party ' * n}\n\
 
 
 def _trained_policy(preset: str = "tiny-t5"):
-    policy = build_policy(ModelConfig(name_or_path=f"preset:{preset}"), LoraConfig())
+    policy = attach_value_head(build_policy(ModelConfig(name_or_path=f"preset:{preset}"), LoraConfig()))
     with torch.no_grad():  # a trained-looking adapter, so the policy's encoder differs from the base's
         for name, p in policy.model.named_parameters():
             if "lora_B" in name:
@@ -42,9 +44,10 @@ def test_bf16_old_logprobs_are_bit_for_bit_those_of_a_full_teacher_forced_pass(g
     policy = _trained_policy()
     calls = _count_encoder_calls(policy)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        rollout = generate_rollout(policy, PROMPTS, cfg, 10, seed=0, recompute=True, device=CPU)
+        rollout = sample_experience(policy, PROMPTS, cfg.generation, 10, seed=0, recompute=True, device=CPU, chunk=2)
         assert len(calls) == expected_calls
-        logprobs, values = _teacher_forced_old(policy, rollout, cfg.generation.temperature, CPU, chunk=2)
+        logprobs, values = teacher_forced_scores(policy, rollout.prompt_ids, rollout.prompt_mask, rollout.response_ids,
+                                                 rollout.mask, cfg.generation.temperature, CPU, chunk=2)  # fmt: skip
     assert rollout.prompt_mask.sum(1).unique().numel() > 3  # the chunks really trim different widths
     assert torch.equal(logprobs * rollout.mask, rollout.old_logprobs)
     assert torch.equal(values * rollout.mask, rollout.values)

@@ -1,4 +1,4 @@
-"""Rolling back an update that made the weights or the gradient norm non-finite (rlhfkit.train.guard)."""
+"""Rolling back an update that made the weights or the gradient norm non-finite (rlhfkit.engine.guard)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from rlhfkit.train.guard import UpdateSnapshot, update_diverged
+from rlhfkit.engine.guard import UpdateSnapshot, update_diverged
 
 
 def _objects():

@@ -69,7 +69,7 @@ def prompt_seed(seed: int, index: int) -> int:
 def run_eval(cfg: Config, progress: bool = True, console: Console | None = None) -> EvalResult:
     """Evaluate ``cfg.eval.policies`` on held-out prompts and write the results into ``cfg.run.output_dir``."""
     from rlhfkit.data.loading import load_dialogues
-    from rlhfkit.train.runtime import quiet_libraries
+    from rlhfkit.engine.runtime import quiet_libraries
 
     quiet_libraries()
     check_eval_extra()
@@ -162,9 +162,8 @@ def sample_policy(cfg: Config, name: str, path: str, prompts: list[str], seeds: 
 def reference_logprobs(model: Any, tokenizer: Any, is_encoder_decoder: bool, s: PolicySamples, temperature: float,
                        batch_size: int) -> torch.Tensor:  # fmt: skip
     """(N, T) log-probs of ``s``'s responses under ``model`` (teacher-forced, at the sampling temperature)."""
-    from rlhfkit.models.policy import teacher_forced
-    from rlhfkit.ppo import logprobs_from_logits
-    from rlhfkit.rollout.decoding import decoder_start_id
+    from rlhfkit.core.logprobs import logprobs_from_logits
+    from rlhfkit.models.forward import decoder_start_id, teacher_forced
 
     device = next(model.parameters()).device
     start_id = decoder_start_id(model.config, tokenizer.pad_token_id)

@@ -89,7 +89,7 @@ def histograms_plot(samples: list[PolicySamples], measures: list[Measure]) -> by
 
 def training_curves(samples: list[PolicySamples]) -> tuple[bytes | None, list[str]]:
     """PPO curves of every policy whose run folder (the adapter's parent) holds a PPO metrics.jsonl."""
-    from rlhfkit.train.metrics import read_metrics
+    from rlhfkit.engine.metrics import read_metrics
 
     runs = []
     for s in samples:

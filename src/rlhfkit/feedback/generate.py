@@ -95,8 +95,8 @@ def generate_into_store(store_target: str, cfg: Config, policies: Sequence[str],
                         split: str = "train", seed: int = 0) -> AddResult:  # fmt: skip
     """Sample candidates for ``n_prompts`` prompts of ``split`` and add them to the store."""
     from rlhfkit.data.loading import load_dialogues
+    from rlhfkit.engine.runtime import quiet_libraries
     from rlhfkit.feedback.cli import feedback_store
-    from rlhfkit.train.runtime import quiet_libraries
 
     quiet_libraries()
     if n_prompts <= 0:

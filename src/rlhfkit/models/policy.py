@@ -1,7 +1,9 @@
-"""The PPO policy: base model + trainable LoRA adapter + a scalar value head, and its frozen reference.
+"""The policy: base model + trainable LoRA adapter, and its frozen reference; PPO attaches a value head.
 
-The value head reads the last hidden state of the decoder (T5) or of the last layer (decoder-only) at
-the position that predicts each response token, so ``values[:, t]`` is V(s_t) for response token t.
+Every algorithm trains a :class:`Policy` and scores responses against its reference (PPO's KL penalty, DPO's
+log-ratios, GRPO's k3 term). PPO alone adds a scalar value head (:func:`rlhfkit.models.value_head.attach_value_head`),
+which reads the last hidden state of the decoder (T5) or of the last layer (decoder-only) at the position
+that predicts each response token, so ``values[:, t]`` is V(s_t) for response token t.
 
 The reference is, by default, the same weights with the RL adapter disabled — no second copy in memory.
 When PPO starts from an SFT adapter, that adapter is merged into the base weights first and a fresh RL
@@ -20,12 +22,12 @@ import torch
 from torch import nn
 
 from rlhfkit.config import LoraConfig, ModelConfig
+from rlhfkit.core.logprobs import entropy_from_logits, logprobs_from_logits
 from rlhfkit.errors import RlhfkitError
 from rlhfkit.models.checkpoint_pages import CheckpointPages
+from rlhfkit.models.forward import decoder_start_id, evaluation_mode, teacher_forced
 from rlhfkit.models.loading import LoadedModel, load_base_model
 from rlhfkit.models.lora import attach_lora, load_adapter_as_trainable
-from rlhfkit.ppo import entropy_from_logits, logprobs_from_logits
-from rlhfkit.rollout.decoding import decoder_start_id, output_layer_inputs, position_ids_from_mask
 
 
 @dataclass
@@ -35,20 +37,13 @@ class TokenScores:
     logprobs: torch.Tensor
     """(B, T) log π(token_t | prompt, tokens_<t) with logits divided by the temperature."""
     values: torch.Tensor | None
-    """(B, T) V(s_t) from the value head, or None for the reference."""
+    """(B, T) V(s_t) from the value head, or None for a policy without one (and for the reference)."""
     entropy: torch.Tensor | None
     """(B, T) entropy of the tempered next-token distribution, or None when not asked for."""
 
 
-def hidden_size(config: Any) -> int:
-    for name in ("d_model", "hidden_size", "n_embd"):
-        if getattr(config, name, None):
-            return int(getattr(config, name))
-    raise RlhfkitError(f"cannot find the hidden size of model type {config.model_type!r} for the value head.")
-
-
-class PolicyWithValueHead(nn.Module):
-    """A peft-wrapped language model with a value head, and access to its reference policy."""
+class Policy(nn.Module):
+    """A peft-wrapped language model and access to its reference policy; ``value_head`` is PPO's, else None."""
 
     def __init__(self, loaded: LoadedModel, reference: str = "adapter") -> None:
         super().__init__()
@@ -58,12 +53,7 @@ class PolicyWithValueHead(nn.Module):
         self.tokenizer = loaded.tokenizer
         self.is_encoder_decoder = loaded.is_encoder_decoder
         self.source = loaded.source
-        config = self.model.get_base_model().config
-        self.value_head = nn.Linear(hidden_size(config), 1)
-        # Start by predicting 0 everywhere: an untrained head with random weights would add noise to the
-        # first advantages (lm-human-preferences also starts its value head at zero).
-        nn.init.zeros_(self.value_head.weight)
-        nn.init.zeros_(self.value_head.bias)
+        self.value_head: nn.Linear | None = None
         self.reference_mode = reference
         self._reference_copy: nn.Module | None = None
         if reference == "copy":
@@ -143,7 +133,7 @@ class PolicyWithValueHead(nn.Module):
     def score(self, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, response_ids: torch.Tensor,
               temperature: float, with_entropy: bool = False, entropy_grad: bool = False,
               encoder_hidden: torch.Tensor | None = None) -> TokenScores:  # fmt: skip
-        """Log-probs, values (and entropy) of ``response_ids`` under the current policy, with gradients.
+        """Log-probs, values (with a value head) and entropy of ``response_ids`` under the policy, with gradients.
 
         The entropy is a statistic without a gradient (no autograd graph over the (B, T, V) softmax)
         unless ``entropy_grad``, for a loss with an entropy bonus. ``encoder_hidden`` (encoder-decoders
@@ -152,7 +142,7 @@ class PolicyWithValueHead(nn.Module):
         """
         logits, hidden = self._lm_forward(self.model, prompt_ids, prompt_mask, response_ids, encoder_hidden)
         logprobs = logprobs_from_logits(logits, response_ids, temperature)
-        values = self.values_from_hidden(hidden)
+        values = self.values_from_hidden(hidden) if self.value_head is not None else None
         entropy = None
         if with_entropy:
             with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
@@ -168,6 +158,8 @@ class PolicyWithValueHead(nn.Module):
     def values_from_hidden(self, hidden: torch.Tensor) -> torch.Tensor:
         """(B, T, H) hidden states → (B, T) values, computed in the value head's dtype (fp32, or fp64 for a model
         cast to float64) for a stable regression target."""
+        if self.value_head is None:
+            raise RlhfkitError("this policy has no value head; attach one with attach_value_head (PPO does).")
         return self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1)
 
     @torch.no_grad()
@@ -188,7 +180,7 @@ class PolicyWithValueHead(nn.Module):
             yield self.model
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
-        """Every trainable tensor (adapter, fully trained modules, value head), keyed by name."""
+        """Every trainable tensor (adapter, fully trained modules, a value head), keyed by name."""
         return {name: p.detach().cpu().clone() for name, p in self.named_parameters() if p.requires_grad}
 
     def load_trainable_state(self, state: dict[str, torch.Tensor]) -> None:
@@ -213,55 +205,9 @@ def _lookup_in_float32(_module: nn.Module, _args: Any, output: torch.Tensor) -> 
     return output.float()
 
 
-def teacher_forced(model: Any, is_encoder_decoder: bool, start_id: int, prompt_ids: torch.Tensor,
-                   prompt_mask: torch.Tensor, response_ids: torch.Tensor,
-                   encoder_hidden: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
-    """One pass over (prompt, response): (B, T, V) logits predicting each response token, (B, T, H) hidden.
-
-    prompt_ids, prompt_mask: (B, P); response_ids: (B, T). The hidden states are the output layer's input
-    (the decoder's last hidden state for encoder-decoders) at the positions that predict each response
-    token, recorded by a hook: ``output_hidden_states`` would return, and in a no-grad pass keep alive,
-    every layer's. ``encoder_hidden`` (B, P, H), encoder-decoders only: ``model``'s encoder output for
-    these prompts, computed before; the encoder is then skipped.
-    """
-    T = response_ids.shape[1]
-    if is_encoder_decoder:
-        start = torch.full_like(response_ids[:, :1], start_id)
-        decoder_input_ids = torch.cat([start, response_ids[:, :-1]], dim=1)  # (B, T) shifted right
-        prompt: dict[str, Any] = {"input_ids": prompt_ids}
-        if encoder_hidden is not None:
-            from transformers.modeling_outputs import BaseModelOutput
-
-            prompt = {"encoder_outputs": BaseModelOutput(last_hidden_state=encoder_hidden)}
-        with output_layer_inputs(model) as seen:
-            out = model(**prompt, attention_mask=prompt_mask, decoder_input_ids=decoder_input_ids, use_cache=False)
-        return out.logits, seen[-1]
-    if encoder_hidden is not None:
-        raise RlhfkitError("encoder_hidden was given for a decoder-only model, which has no encoder.")
-    input_ids = torch.cat([prompt_ids, response_ids], dim=1)  # (B, P + T)
-    attention_mask = torch.cat([prompt_mask, torch.ones_like(response_ids)], dim=1)
-    # left-padded prompts: positions count from each row's first real token (DESIGN, PPO detail 5)
-    with output_layer_inputs(model) as seen:
-        out = model(input_ids=input_ids, attention_mask=attention_mask,
-                    position_ids=position_ids_from_mask(attention_mask), use_cache=False, logits_to_keep=T + 1)  # fmt: skip
-    # logits_to_keep=T+1 keeps positions P-1 .. P+T-1; position P-1+t predicts response token t
-    return out.logits[:, :T], seen[-1][:, :T]
-
-
-@contextmanager
-def evaluation_mode(module: nn.Module) -> Iterator[None]:
-    """Dropout off for the block, then the previous mode again (DESIGN, PPO detail 1)."""
-    was_training = module.training
-    module.eval()
-    try:
-        yield
-    finally:
-        module.train(was_training)
-
-
 def build_policy(model_cfg: ModelConfig, lora_cfg: LoraConfig, reference: str = "adapter",
-                 sft_adapter: str | None = None) -> PolicyWithValueHead:  # fmt: skip
-    """Load the base model, fold in the SFT adapter (if any), add a fresh RL adapter and a value head.
+                 sft_adapter: str | None = None) -> Policy:  # fmt: skip
+    """Load the base model, fold in the SFT adapter (if any) and add a fresh RL adapter.
 
     Starting from an SFT adapter, the reference must be the SFT model: the adapter is merged into the base
     weights (``merge_and_unload``), so disabling the fresh RL adapter gives back exactly the SFT policy.
@@ -275,4 +221,4 @@ def build_policy(model_cfg: ModelConfig, lora_cfg: LoraConfig, reference: str = 
             "for PPO, give the SFT adapter as ppo.sft_adapter (or --sft-adapter), not lora.adapter_path: the SFT "
             "adapter becomes the reference and a fresh RL adapter is trained on top of it."
         )
-    return PolicyWithValueHead(attach_lora(loaded, lora_cfg), reference=reference)
+    return Policy(attach_lora(loaded, lora_cfg), reference=reference)

@@ -104,7 +104,7 @@ def shard_pair_batch(batch: PairBatch, rank: int, num_processes: int) -> tuple[P
     batch with fewer pairs than processes leaves some shares empty; such a process scores the batch's first
     pair with weight 0, so that it still runs the forward and backward passes that the others wait for.
     """
-    from rlhfkit.train.distributed import shard_bounds
+    from rlhfkit.engine.distributed import shard_bounds
 
     start, end = shard_bounds(batch.pairs, rank, num_processes)
     weight = torch.ones(end - start)
@@ -194,7 +194,7 @@ def label_batches(texts: Sequence[int], labels: Sequence[bool], batch_size: int,
 
 def shard_label_batch(batch: LabelBatch, rank: int, num_processes: int) -> tuple[LabelBatch, torch.Tensor]:
     """Process ``rank``'s contiguous share of ``batch``, and a weight per example (0 for a filler, as above)."""
-    from rlhfkit.train.distributed import shard_bounds
+    from rlhfkit.engine.distributed import shard_bounds
 
     start, end = shard_bounds(len(batch.texts), rank, num_processes)
     weight = torch.ones(end - start)

@@ -48,9 +48,9 @@ def _cmd_make_pairs(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from rlhfkit.config import load_config, replace
+    from rlhfkit.engine.distributed import is_main_process
     from rlhfkit.rewards.config import RewardTrainConfig
     from rlhfkit.rewards.train import run_reward_training
-    from rlhfkit.train.distributed import is_main_process
 
     if args.explain:
         from rlhfkit.config import explain
@@ -159,8 +159,8 @@ def _summary(scores: list[float], reward: Any) -> str:
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
+    from rlhfkit.engine.runtime import quiet_libraries
     from rlhfkit.rewards.base import check_scores
-    from rlhfkit.train.runtime import quiet_libraries
 
     quiet_libraries()
     sources = [x for x in (args.text, args.file, args.pairs) if x]

@@ -34,6 +34,18 @@ from typing import Any
 import torch
 
 from rlhfkit.config import save_config
+from rlhfkit.engine.distributed import (
+    all_reduce_sum,
+    check_split,
+    clip_gradients,
+    full_parameters,
+    is_sharded,
+    params_sharded,
+    set_deepspeed_micro_batch,
+)
+from rlhfkit.engine.metrics import MetricsWriter, read_metrics
+from rlhfkit.engine.progress import StepProgress
+from rlhfkit.engine.runtime import make_accelerator, quiet_libraries
 from rlhfkit.errors import RlhfkitError
 from rlhfkit.io import atomic_dir, write_json_atomic
 from rlhfkit.rewards.batching import (
@@ -65,18 +77,6 @@ from rlhfkit.rewards.preference_data import (
 )
 from rlhfkit.rewards.reward_model import MODEL_SUBDIR, RewardModelMeta
 from rlhfkit.rewards.transforms import offset_scale
-from rlhfkit.train.distributed import (
-    all_reduce_sum,
-    check_split,
-    clip_gradients,
-    full_parameters,
-    is_sharded,
-    params_sharded,
-    set_deepspeed_micro_batch,
-)
-from rlhfkit.train.metrics import MetricsWriter, read_metrics
-from rlhfkit.train.progress import StepProgress
-from rlhfkit.train.runtime import make_accelerator, quiet_libraries
 
 
 @dataclass

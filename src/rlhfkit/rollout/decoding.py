@@ -26,13 +26,15 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 
 from rlhfkit.errors import RlhfkitError
+from rlhfkit.models.forward import (
+    at_least_float32,
+    decoder_start_id,
+    output_layer_inputs,
+    position_ids_from_mask,
+    unwrapped,
+)
 
 NEG_INF = float("-inf")
-
-
-def at_least_float32(t: torch.Tensor) -> torch.Tensor:
-    """``t`` in float32 if it is in a lower precision (bf16/fp16 under autocast); float32/float64 as it is."""
-    return t.to(torch.promote_types(t.dtype, torch.float32))
 
 
 @dataclass(frozen=True)
@@ -125,22 +127,7 @@ def choose_next(logits: torch.Tensor, settings: DecodeSettings, step: int,
 
 
 # --------------------------------------------------------------------------------------------------
-# Model plumbing shared with the teacher-forced passes
-
-
-@contextmanager
-def output_layer_inputs(model: Any) -> Iterator[list[torch.Tensor]]:
-    """Record the input of the model's output layer (the last hidden state) on every forward in the block.
-
-    The value head needs only this one tensor; asking the model for ``output_hidden_states`` instead
-    returns (and, without autograd, keeps alive) the hidden states of every layer.
-    """
-    seen: list[torch.Tensor] = []
-    handle = model.get_output_embeddings().register_forward_pre_hook(lambda _module, args: seen.append(args[0]))
-    try:
-        yield seen
-    finally:
-        handle.remove()
+# Attention for one-query steps
 
 
 @contextmanager
@@ -153,7 +140,7 @@ def cpu_decode_attention(model: Any) -> Iterator[None]:
     bf16 rollout of flan-t5-base-shape. Encoder and teacher-forced passes have long queries, where the two are
     within 15% of each other, and keep SDPA. Both compute softmax(QK^T + bias)V; only the rounding differs.
     """
-    base = _unwrapped(model)
+    base = unwrapped(model)
     current = getattr(getattr(base, "config", None), "_attn_implementation", None)
     on_cpu = next(base.parameters()).device.type == "cpu"
     if not on_cpu or current != "sdpa" or not hasattr(base, "set_attn_implementation"):
@@ -166,25 +153,9 @@ def cpu_decode_attention(model: Any) -> Iterator[None]:
         base.set_attn_implementation(current)
 
 
-def decoder_start_id(config: Any, pad_token_id: int) -> int:
-    """The first decoder input of an encoder-decoder: config.decoder_start_token_id, else the pad id (T5)."""
-    start = getattr(config, "decoder_start_token_id", None)
-    return int(start if start is not None else pad_token_id)
-
-
-def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """(B, L) position ids that start at 0 on the first real token of each left-padded row."""
-    return (torch.cumsum(attention_mask.long(), dim=1) - 1).clamp(min=0)
-
-
 def _cache_keyword(model: Any) -> str:
     """transformers 5 renamed the forward argument ``past_key_values`` to ``cache``; use what this model takes."""
-    return "cache" if "cache" in inspect.signature(_unwrapped(model).forward).parameters else "past_key_values"
-
-
-def _unwrapped(model: Any) -> Any:
-    """The transformers model under a peft wrapper (or the model itself)."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(unwrapped(model).forward).parameters else "past_key_values"
 
 
 # --------------------------------------------------------------------------------------------------

@@ -15,10 +15,9 @@ import torch
 
 from rlhfkit.config import GenerationConfig
 from rlhfkit.errors import RlhfkitError
-from rlhfkit.rollout.decoding import DecodeSettings, decode, position_ids_from_mask
+from rlhfkit.rollout.decoding import DecodeSettings, decode
 
-__all__ = ["Generation", "check_prompts", "encode_prompts", "generate", "position_ids_from_mask",
-           "response_mask_from_eos"]  # fmt: skip
+__all__ = ["Generation", "check_prompts", "encode_prompts", "generate", "response_mask_from_eos"]
 
 
 @dataclass

@@ -19,13 +19,7 @@ from torch.utils.data import DataLoader
 from rlhfkit.config import Config, save_config
 from rlhfkit.data.lexicon import LexiconJudge
 from rlhfkit.data.loading import SplitData, load_dialogues
-from rlhfkit.errors import RlhfkitError
-from rlhfkit.eval.rouge import rouge
-from rlhfkit.io import write_json_atomic
-from rlhfkit.models.loading import LoadedModel, load_base_model
-from rlhfkit.models.lora import attach_lora, save_adapter, trainable_parameters
-from rlhfkit.rollout.generation import generate, position_ids_from_mask
-from rlhfkit.train.distributed import (
+from rlhfkit.engine.distributed import (
     all_reduce_sum,
     broadcast_objects,
     check_split,
@@ -35,9 +29,16 @@ from rlhfkit.train.distributed import (
     is_sharded,
     padded_shard,
 )
-from rlhfkit.train.metrics import MetricsWriter
-from rlhfkit.train.progress import StepProgress
-from rlhfkit.train.runtime import make_accelerator, quiet_libraries
+from rlhfkit.engine.metrics import MetricsWriter
+from rlhfkit.engine.progress import StepProgress
+from rlhfkit.engine.runtime import make_accelerator, quiet_libraries
+from rlhfkit.errors import RlhfkitError
+from rlhfkit.eval.rouge import rouge
+from rlhfkit.io import write_json_atomic
+from rlhfkit.models.forward import position_ids_from_mask
+from rlhfkit.models.loading import LoadedModel, load_base_model
+from rlhfkit.models.lora import attach_lora, save_adapter, trainable_parameters
+from rlhfkit.rollout.generation import generate
 
 IGNORE_INDEX = -100  # label value that cross-entropy skips (prompt tokens of decoder-only models, padding)
 

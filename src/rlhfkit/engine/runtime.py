@@ -59,12 +59,12 @@ def make_accelerator(run: RunConfig, gradient_accumulation_steps: int = 1, log_w
     Started by `accelerate launch` (or torchrun), the Accelerator joins the other processes; started by
     plain `python`, it is one process. ``log_with="tensorboard"`` adds Accelerate's TensorBoard tracker,
     writing under ``project_dir``. ``split_batches=True`` makes a prepared DataLoader's batch size global:
-    each process gets batch_size / num_processes of every batch (see :mod:`rlhfkit.train.distributed`).
+    each process gets batch_size / num_processes of every batch (see :mod:`rlhfkit.engine.distributed`).
     """
     from accelerate import Accelerator
     from accelerate.utils import DataLoaderConfiguration, GradientAccumulationPlugin, set_seed
 
-    from rlhfkit.train.distributed import check_backend
+    from rlhfkit.engine.distributed import check_backend
 
     if run.num_threads > 0:
         torch.set_num_threads(run.num_threads)

@@ -13,7 +13,7 @@ from typing import Literal
 
 import torch
 
-from rlhfkit.ppo.stats import _as_bool, _require_same_shape
+from rlhfkit.core.masked import _as_bool, _require_same_shape
 
 __all__ = ["gae_advantages", "last_valid_index", "no_eos_penalty", "per_token_rewards"]
 
@@ -61,7 +61,7 @@ def per_token_rewards(
 
     Args:
         scores: (B,) reward-model score of each response.
-        kl: (B, T) per-token KL(π‖π_ref) estimates (see :func:`rlhfkit.ppo.kl.kl_estimate`).
+        kl: (B, T) per-token KL(π‖π_ref) estimates (see :func:`rlhfkit.core.kl.kl_estimate`).
         mask: (B, T) 1.0 / True for valid response tokens.
         beta: the KL coefficient β ≥ 0 (a controller's ``value``).
 

@@ -12,25 +12,23 @@ log r = log π_ref(a_t) − log π(a_t):
 * k3 = (r − 1) − log r: unbiased and always ≥ 0 (log is concave, so log r ≤ r − 1).
 
 All estimator functions are elementwise: inputs of any (equal) shape, usually (B, T); masking
-happens where the values are used (:func:`rlhfkit.ppo.advantages.per_token_rewards`,
+happens where the values are used (:func:`rlhfkit.algos.ppo.advantages.per_token_rewards`,
 :func:`sequence_kl`).
 """
 
 from __future__ import annotations
 
-import math
-from typing import Any, Literal, Protocol, get_args
+from typing import Literal, get_args
 
 import torch
 
-from rlhfkit.ppo.stats import _require_same_shape, masked_sum
+from rlhfkit.core.masked import _as_bool, _require_same_shape, masked_mean, masked_sum
 
 __all__ = [
     "KL_KINDS",
+    "approx_kl",
+    "approx_kl_k3",
     "MAX_LOG_RATIO",
-    "AdaptiveKLController",
-    "FixedKLController",
-    "KLController",
     "KLKind",
     "kl_estimate",
     "kl_k1",
@@ -140,111 +138,36 @@ def sequence_kl(kl: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return masked_sum(kl, mask, dim=1)
 
 
-def _check_number(name: str, value: float, *, positive: bool) -> float:
-    """``value`` as a float, or a ValueError if it is not finite and > 0 (positive) / ≥ 0."""
-    value = float(value)
-    ok = math.isfinite(value) and (value > 0 if positive else value >= 0)
-    if not ok:
-        rule = "> 0" if positive else ">= 0"
-        raise ValueError(f"{name} must be a finite number {rule}, got {value!r}")
-    return value
+def approx_kl(logprobs: torch.Tensor, old_logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """KL(π_old‖π) by the k2 estimator: masked mean of ½ (log π − log π_old)² (detached scalar).
 
-
-class KLController(Protocol):
-    """What the PPO loop needs from a β controller."""
-
-    value: float
-    """The current KL coefficient β."""
-
-    def update(self, current_kl: float, n_steps: int) -> None:
-        """Adjust β after a PPO batch whose measured KL was ``current_kl``."""
-        ...
-
-    def state_dict(self) -> dict[str, Any]:
-        """Everything needed to restore the controller from a checkpoint."""
-        ...
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` saved."""
-        ...
-
-
-class FixedKLController:
-    """β stays at the value it was given.
+    The "approxkl" of lm-human-preferences and TRL; biased but ≥ 0 and comparable with their
+    published curves. See :func:`approx_kl_k3` for the value the trainer should report first.
 
     Args:
-        beta: the KL coefficient β ≥ 0.
+        logprobs: (B, T) log π(a_t|s_t) under the current policy.
+        old_logprobs: (B, T) log π_old(a_t|s_t) from the rollout.
+        mask: (B, T) 1.0 / True for valid response tokens.
     """
-
-    def __init__(self, beta: float) -> None:
-        self.value = _check_number("beta", beta, positive=False)
-
-    def update(self, current_kl: float, n_steps: int) -> None:
-        """Do nothing: a fixed β ignores the measured KL."""
-
-    def state_dict(self) -> dict[str, Any]:
-        """``{"value": β}``."""
-        return {"value": self.value}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore β from :meth:`state_dict`'s output."""
-        self.value = _check_number("value", state["value"], positive=False)
-
-    def __repr__(self) -> str:
-        return f"FixedKLController(beta={self.value})"
+    # k2 from Schulman, "Approximating KL Divergence" (2020).
+    _require_same_shape(logprobs=logprobs, old_logprobs=old_logprobs, mask=mask)
+    valid = _as_bool(mask)
+    log_ratio = torch.where(valid, logprobs.detach() - old_logprobs.detach(), 0.0)
+    return masked_mean(0.5 * log_ratio * log_ratio, valid)
 
 
-class AdaptiveKLController:
-    """Proportional controller that moves β so the measured KL approaches ``target``.
+def approx_kl_k3(logprobs: torch.Tensor, old_logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """KL(π_old‖π) by the k3 estimator: masked mean of (r − 1) − log r, r = π / π_old (detached).
 
-    After each batch: error = clip(current_kl / target − 1, −0.2, 0.2) and
-    β ← β · (1 + error · n_steps / horizon). KL above target raises β (pulls the policy back toward
-    the reference); KL below target lowers it. The clip bounds how fast β moves on a noisy batch.
-
-    From Ziegler et al. 2019, "Fine-Tuning Language Models from Human Preferences", §2.2, and its
-    code, openai/lm-human-preferences (AdaptiveKLController), where ``n_steps`` is the number of
-    episodes in the batch and horizon is 10 000.
+    Tokens were sampled from π_old, so this is unbiased for KL(π_old‖π) and never negative
+    (CleanRL's PPO reports the same quantity). **Report this one** as the approximate KL between
+    the old and new policy (DESIGN detail 8), with :func:`approx_kl` beside it if wanted.
 
     Args:
-        init_beta: starting β ≥ 0.
-        target: the KL the controller aims for (> 0), in the units of ``current_kl`` passed to
-            :meth:`update` (usually the batch mean of :func:`sequence_kl`).
-        horizon: how many steps (> 0) a full ±20 % correction is spread over.
+        logprobs: (B, T) log π(a_t|s_t) under the current policy.
+        old_logprobs: (B, T) log π_old(a_t|s_t) from the rollout.
+        mask: (B, T) 1.0 / True for valid response tokens.
     """
-
-    ERROR_CLIP = 0.2
-
-    def __init__(self, init_beta: float, target: float, horizon: float) -> None:
-        self.value = _check_number("init_beta", init_beta, positive=False)
-        self.target = _check_number("target", target, positive=True)
-        self.horizon = _check_number("horizon", horizon, positive=True)
-
-    def update(self, current_kl: float, n_steps: int) -> None:
-        """β ← β · (1 + clip(current_kl / target − 1, ±0.2) · n_steps / horizon).
-
-        Args:
-            current_kl: the KL measured on the last batch (a finite float).
-            n_steps: how many steps that batch counts for (≥ 0), e.g. its number of episodes.
-        """
-        current_kl = float(current_kl)
-        if not math.isfinite(current_kl):
-            raise ValueError(f"current_kl must be finite, got {current_kl!r}; β is left at {self.value}")
-        if n_steps < 0:
-            raise ValueError(f"n_steps must be >= 0, got {n_steps}")
-        error = min(max(current_kl / self.target - 1.0, -self.ERROR_CLIP), self.ERROR_CLIP)
-        self.value *= 1.0 + error * n_steps / self.horizon
-
-    def state_dict(self) -> dict[str, Any]:
-        """``{"value": β, "target": ..., "horizon": ...}``."""
-        return {"value": self.value, "target": self.target, "horizon": self.horizon}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore β (and target / horizon when present) from :meth:`state_dict`'s output."""
-        self.value = _check_number("value", state["value"], positive=False)
-        if "target" in state:
-            self.target = _check_number("target", state["target"], positive=True)
-        if "horizon" in state:
-            self.horizon = _check_number("horizon", state["horizon"], positive=True)
-
-    def __repr__(self) -> str:
-        return f"AdaptiveKLController(beta={self.value}, target={self.target}, horizon={self.horizon})"
+    # k3 from Schulman, "Approximating KL Divergence" (2020), with q = π_old (the sampler), p = π.
+    _require_same_shape(logprobs=logprobs, old_logprobs=old_logprobs, mask=mask)
+    return masked_mean(kl_k3(old_logprobs.detach(), logprobs.detach()), mask)

@@ -1,0 +1,1 @@
+"""The training algorithms, each a small package over the shared layers (see docs/architecture.md)."""
