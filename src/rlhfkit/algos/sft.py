@@ -90,7 +90,7 @@ def collate(features: Sequence[dict[str, list[int]]], pad_id: int, left_pad: boo
         "attention_mask": pad([[1] * len(r) for r in ids], 0),
         "labels": pad([f["labels"] for f in features], IGNORE_INDEX),
     }
-    if left_pad:  # decoder-only: positions count from the first real token (DESIGN, PPO detail 5)
+    if left_pad:  # decoder-only: positions count from the first real token (docs/ppo.md, detail 5)
         batch["position_ids"] = position_ids_from_mask(batch["attention_mask"])
     return batch
 

@@ -161,7 +161,7 @@ def approx_kl_k3(logprobs: torch.Tensor, old_logprobs: torch.Tensor, mask: torch
 
     Tokens were sampled from π_old, so this is unbiased for KL(π_old‖π) and never negative
     (CleanRL's PPO reports the same quantity). **Report this one** as the approximate KL between
-    the old and new policy (DESIGN detail 8), with :func:`approx_kl` beside it if wanted.
+    the old and new policy (docs/ppo.md, detail 8), with :func:`approx_kl` beside it if wanted.
 
     Args:
         logprobs: (B, T) log π(a_t|s_t) under the current policy.

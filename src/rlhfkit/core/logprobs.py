@@ -52,7 +52,7 @@ def logprobs_from_logits(
 
     The logits are divided by the sampling temperature first, so rollout, reference and training
     log-probs all describe the distribution the tokens were actually sampled from ("The N+
-    Implementation Details of RLHF with PPO", Huang et al. 2024; DESIGN detail 2). Computed as
+    Implementation Details of RLHF with PPO", Huang et al. 2024; docs/ppo.md, detail 2). Computed as
     gather(logits) − logsumexp(logits) a few positions at a time, without materialising a full log_softmax.
 
     Args:

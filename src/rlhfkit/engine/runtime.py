@@ -54,7 +54,7 @@ def resolve_precision(precision: str, cpu: bool) -> str:
 
 def make_accelerator(run: RunConfig, gradient_accumulation_steps: int = 1, log_with: str | None = None,
                      project_dir: str | os.PathLike | None = None, split_batches: bool = False):  # fmt: skip
-    """An Accelerator for ``run``; each process seeds itself with seed + rank (DESIGN, PPO detail 9).
+    """An Accelerator for ``run``; each process seeds itself with seed + rank (docs/ppo.md, detail 9).
 
     Started by `accelerate launch` (or torchrun), the Accelerator joins the other processes; started by
     plain `python`, it is one process. ``log_with="tensorboard"`` adds Accelerate's TensorBoard tracker,

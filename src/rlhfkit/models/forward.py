@@ -57,7 +57,7 @@ def output_layer_inputs(model: Any) -> Iterator[list[torch.Tensor]]:
 
 @contextmanager
 def evaluation_mode(module: nn.Module) -> Iterator[None]:
-    """Dropout off for the block, then the previous mode again (DESIGN, PPO detail 1)."""
+    """Dropout off for the block, then the previous mode again (docs/ppo.md, detail 1)."""
     was_training = module.training
     module.eval()
     try:
@@ -93,7 +93,7 @@ def teacher_forced(model: Any, is_encoder_decoder: bool, start_id: int, prompt_i
         raise RlhfkitError("encoder_hidden was given for a decoder-only model, which has no encoder.")
     input_ids = torch.cat([prompt_ids, response_ids], dim=1)  # (B, P + T)
     attention_mask = torch.cat([prompt_mask, torch.ones_like(response_ids)], dim=1)
-    # left-padded prompts: positions count from each row's first real token (DESIGN, PPO detail 5)
+    # left-padded prompts: positions count from each row's first real token (docs/ppo.md, detail 5)
     with output_layer_inputs(model) as seen:
         out = model(input_ids=input_ids, attention_mask=attention_mask,
                     position_ids=position_ids_from_mask(attention_mask), use_cache=False, logits_to_keep=T + 1)  # fmt: skip

@@ -123,7 +123,7 @@ def prepare_tokenizer(tokenizer: Any, is_encoder_decoder: bool, pad_token: str |
 
     Decoder-only prompts are left-padded, so that every response starts at the same position; the pad
     token must differ from EOS, otherwise masking "everything after the first EOS" would also mask
-    real padding ambiguity away (DESIGN, PPO detail 5).
+    real padding ambiguity away (docs/ppo.md, detail 5).
     """
     if pad_token is not None:
         if pad_token not in tokenizer.get_vocab():

@@ -11,8 +11,7 @@ the sampling rules of :class:`DecodeSettings`, and collects the two things PPO n
 Sampling follows transformers' order of processing: EOS is banned until ``min_new_tokens`` tokens
 exist, then the logits are divided by the temperature, then top-k, then top-p (nucleus sampling,
 Holtzman et al. 2020, "The Curious Case of Neural Text Degeneration"). Log-probs are taken from the
-tempered logits *before* any filtering, the distribution a teacher-forced pass computes (DESIGN,
-PPO detail 2). A checkpoint's own ``generation_config`` (repetition penalties, forced tokens) is not
+tempered logits *before* any filtering, the distribution a teacher-forced pass computes (docs/ppo.md, detail 2). A checkpoint's own ``generation_config`` (repetition penalties, forced tokens) is not
 applied: anything beyond these rules would make the sampling policy differ from the policy PPO trains.
 """
 
@@ -191,7 +190,7 @@ def decode(model: Any, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, sett
         inputs: dict[str, Any] = {"decoder_input_ids": start}
     else:
         fixed = {}
-        # left-padded prompts: positions count from each row's first real token (DESIGN, PPO detail 5)
+        # left-padded prompts: positions count from each row's first real token (docs/ppo.md, detail 5)
         inputs = {"input_ids": prompt_ids, "attention_mask": prompt_mask,
                   "position_ids": position_ids_from_mask(prompt_mask), "logits_to_keep": 1}  # fmt: skip
     finished = torch.zeros(B, dtype=torch.bool, device=prompt_ids.device)

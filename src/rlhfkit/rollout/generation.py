@@ -2,7 +2,7 @@
 
 Used by SFT evaluation, PPO rollouts, feedback candidate sampling and `rlhfkit eval`, so the same rules
 hold everywhere: prompts are checked against a token budget, decoder-only prompts are left-padded, the
-model is in eval mode while sampling (DESIGN, PPO detail 1), and every token after the first EOS is
+model is in eval mode while sampling (docs/ppo.md, detail 1), and every token after the first EOS is
 masked out (detail 4).
 """
 
