@@ -44,7 +44,7 @@ from rlhfkit.engine.distributed import (
 )
 from rlhfkit.engine.guard import UpdateSnapshot, update_diverged
 from rlhfkit.engine.timing import StageTimer
-from rlhfkit.models.forward import evaluation_mode
+from rlhfkit.models.forward import at_least_float32, evaluation_mode
 from rlhfkit.models.policy import Policy
 from rlhfkit.rewards.base import Reward
 from rlhfkit.rollout.experience import (
@@ -190,10 +190,10 @@ def micro_step(model: Any, accelerator: Any, batch: PPOBatch, idx: torch.Tensor,
         # the entropy needs a gradient only for an entropy bonus; otherwise it is a statistic
         out = model(prompt_ids, prompt_mask, response_ids, temperature, with_entropy=True,
                     entropy_grad=ppo.entropy_coef > 0)  # fmt: skip
-    logprobs, values = out.logprobs.float(), out.values.float()
+    logprobs, values = at_least_float32(out.logprobs), at_least_float32(out.values)
     pg_loss, pg_clip = clipped_policy_loss(logprobs, old_logprobs, advantages, mask, ppo.clip_eps)
     vf_loss, vf_clip = clipped_value_loss(values, old_values, returns, mask, ppo.value_clip)
-    entropy = masked_mean(out.entropy.float(), mask)
+    entropy = masked_mean(at_least_float32(out.entropy), mask)
     loss = pg_loss + ppo.vf_coef * vf_loss - ppo.entropy_coef * entropy
     n_tokens = float(mask.sum())
     accelerator.backward(loss * (n_tokens * scale))
