@@ -57,6 +57,10 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="rlhfkit-fingerprint-") as tmp:
         os.environ.setdefault("RLHFKIT_HOME", str(Path(tmp) / "home"))
+        from rlhfkit.models.presets import ensure_preset
+
+        for preset in args.presets:  # built before any run, so no run depends on whether it built the preset
+            ensure_preset(preset)
         result = {f"{p}/seed{s}/{x}": fingerprint(p, s, args.steps, x, Path(tmp))
                   for p in args.presets for s in args.seeds for x in args.precisions}  # fmt: skip
     json.dump(result, sys.stdout, indent=1, sort_keys=True)
