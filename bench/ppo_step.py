@@ -139,11 +139,13 @@ def fp32_floor(preset_dir: str) -> dict:
     adapter the backward computes input gradients only, about one forward pass again). Matrix products are
     counted by torch's ``FlopCounterMode`` on the preset with the benchmark's adapter (r=32 on q and v), for
     one 128 + 32-token example, times the batch; the rate is the best ``F.linear`` throughput measured here
-    over the products' shapes (bench/kernels.py prints the full table). Attention, normalisation, sampling
+    over the products' shapes (bench/cpu_rates.py prints the full table). Attention, normalisation, sampling
     and every element-wise operation are left out, so no step can be faster than this.
     """
     import torch
-    from kernels import linear_gmacs  # bench/ is the script's folder
+    # bench/ is the script's folder, first on sys.path: a module there must not share a package's name
+    # (bench/kernels.py once shadowed the `kernels` package transformers imports, and building a preset failed)
+    from cpu_rates import linear_gmacs
     from peft import LoraConfig, get_peft_model
     from torch.utils.flop_counter import FlopCounterMode
     from transformers import AutoModelForSeq2SeqLM

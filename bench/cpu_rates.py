@@ -7,7 +7,7 @@
    SDPA's CPU kernel against the eager matmul-softmax-matmul, which is why the sampling loop decodes with
    eager attention on a CPU (rlhfkit.rollout.decoding.cpu_decode_attention).
 
-    .venv/bin/python bench/kernels.py
+    .venv/bin/python bench/cpu_rates.py
 """
 
 from __future__ import annotations
