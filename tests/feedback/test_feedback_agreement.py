@@ -1,17 +1,12 @@
-"""Agreement measures against textbook values and small cases worked out by hand."""
+"""Chance-corrected agreement (Krippendorff's alpha, Fleiss' kappa) against textbook values and cases worked out
+by hand."""
 
 from __future__ import annotations
 
 import pytest
 
-from rlhfkit.feedback.agreement import (
-    MajorityAgreement,
-    agreement_with_majority,
-    fleiss_kappa,
-    krippendorff_alpha_nominal,
-    percent_agreement,
-    plurality,
-)
+from rlhfkit.data.agreement import percent_agreement
+from rlhfkit.feedback.agreement import fleiss_kappa, krippendorff_alpha_nominal
 
 # Fleiss (1971) as reproduced on Wikipedia: 10 subjects, 14 raters, 5 categories; counts per category.
 FLEISS_TABLE = [
@@ -71,28 +66,3 @@ def test_perfect_agreement_and_undefined_cases() -> None:
     assert fleiss_kappa([]) is None
     with pytest.raises(ValueError, match="same number"):
         fleiss_kappa([["x", "x"], ["x", "y", "y"]])
-
-
-def test_plurality() -> None:
-    assert plurality(["a", "b", "a"]) == "a"
-    assert plurality(["a", "b"]) is None
-    assert plurality([]) is None
-
-
-def test_agreement_with_majority_leaves_the_annotator_out() -> None:
-    ratings = {
-        1: {"ann": "a", "bob": "a", "cat": "a"},
-        2: {
-            "ann": "a",
-            "bob": "b",
-            "cat": "b",
-        },  # ann against b/b; bob and cat see a split (a vs b): not counted
-        3: {"ann": "b", "bob": "b"},
-        4: {"ann": "a"},  # nobody to compare with
-    }
-    result = agreement_with_majority(ratings)
-    assert result["ann"] == MajorityAgreement(agreed=2, compared=3)
-    assert result["bob"] == MajorityAgreement(agreed=2, compared=2)
-    assert result["cat"] == MajorityAgreement(agreed=1, compared=1)
-    assert result["ann"].rate == pytest.approx(2 / 3)
-    assert MajorityAgreement(0, 0).rate is None

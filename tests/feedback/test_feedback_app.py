@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from rlhfkit.data.preferences import pair_to_trl
 from rlhfkit.feedback import labeling
 from rlhfkit.feedback.app import PAIRWISE_KEYS, create_app
 from rlhfkit.feedback.export import live_labels, preference_pairs
-from rlhfkit.feedback.formats import pair_to_trl
 from rlhfkit.feedback.items import add_comparisons, add_completions
 from rlhfkit.feedback.store import FeedbackStore
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from rlhfkit.data.preference_readers import read_trl_pairs
 from rlhfkit.feedback import cli
-from rlhfkit.feedback.formats import read_trl_pairs
 from rlhfkit.feedback.store import FeedbackStore
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
+from rlhfkit.data.preference_readers import read_trl_pairs, read_trl_unpaired
+from rlhfkit.data.preferences import FormatError, UnpairedLabel
 from rlhfkit.errors import RlhfkitError
 from rlhfkit.feedback import labeling
 from rlhfkit.feedback.export import (
@@ -17,7 +19,6 @@ from rlhfkit.feedback.export import (
     preference_pairs,
     unpaired_labels,
 )
-from rlhfkit.feedback.formats import FormatError, UnpairedLabel, read_trl_pairs, read_trl_unpaired
 from rlhfkit.feedback.importing import import_file
 from rlhfkit.feedback.items import NewItem, add_comparisons, add_completions, add_items
 from rlhfkit.feedback.labeling import Answer

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import random
 
+from rlhfkit.data.preferences import Comparison
 from rlhfkit.rewards.batching import TextTable, index_comparisons, label_batches, pair_batches
-from rlhfkit.rewards.preference_data import Comparison
 
 
 def _pairs(n_prompts: int, per_prompt: int, seed: int = 0):

@@ -50,9 +50,9 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
+from rlhfkit.data.preferences import pair_to_trl
 from rlhfkit.feedback.app import create_app
 from rlhfkit.feedback.export import live_labels, preference_pairs
-from rlhfkit.feedback.formats import pair_to_trl
 from rlhfkit.feedback.items import add_comparisons
 from rlhfkit.feedback.store import FeedbackStore
 

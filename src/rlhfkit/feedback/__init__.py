@@ -1,10 +1,12 @@
 """Human feedback: a preference store, a labeling web app, simulated annotators, import and export.
 
-Modules (import what you need; only :mod:`formats` and :mod:`agreement` work without the ``feedback``
-extra, so the reward-model trainer can read preference files without SQLAlchemy or FastAPI):
+The preference records, their file formats and percentage / majority agreement are not here but in
+:mod:`rlhfkit.data` (``preferences``, ``preference_readers``, ``agreement``), a layer below, so the
+reward-model trainer reads preference files without SQLAlchemy or FastAPI and without reaching up here.
 
-- :mod:`formats`    preference records; TRL / hh-rlhf / summarize-from-feedback readers; JSONL writers
-- :mod:`agreement`  percentage agreement, Krippendorff's alpha, Fleiss' kappa, agreement with the majority
+Modules (import what you need; only :mod:`agreement` works without the ``feedback`` extra):
+
+- :mod:`agreement`  Krippendorff's alpha, Fleiss' kappa
 - :mod:`store`      :class:`~rlhfkit.feedback.store.FeedbackStore` (SQLite or PostgreSQL), annotators, sessions
 - :mod:`backend`    from a path or URL to an engine; ``StoreError`` and what database failures mean
 - :mod:`items`      adding comparisons (``add_comparisons``) and single completions

@@ -24,12 +24,12 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from rlhfkit.data.preferences import pair_to_trl, unpaired_to_trl
 from rlhfkit.errors import RlhfkitError
 from rlhfkit.feedback import labeling
 from rlhfkit.feedback.backend import StoreError
 from rlhfkit.feedback.config import FeedbackConfig
 from rlhfkit.feedback.export import preference_pairs, unpaired_labels
-from rlhfkit.feedback.formats import pair_to_trl, unpaired_to_trl
 from rlhfkit.feedback.guard import (
     RequestGuard,
     install_error_handlers,

@@ -14,9 +14,9 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+from rlhfkit.data.preference_readers import IMPORT_FORMATS
 from rlhfkit.errors import RlhfkitError
 from rlhfkit.feedback.config import QUESTION_TYPES, FeedbackConfig
-from rlhfkit.feedback.formats import IMPORT_FORMATS
 
 if TYPE_CHECKING:
     from rlhfkit.feedback.store import FeedbackStore

@@ -23,15 +23,15 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from rlhfkit.errors import RlhfkitError
-from rlhfkit.feedback.agreement import plurality
-from rlhfkit.feedback.formats import (
+from rlhfkit.data.agreement import plurality
+from rlhfkit.data.preferences import (
     PreferencePair,
     UnpairedLabel,
     pair_to_trl,
     unpaired_to_trl,
     write_jsonl_atomic,
 )
+from rlhfkit.errors import RlhfkitError
 from rlhfkit.feedback.labeling import SKIP, STRENGTH_MARGINS, live_label_query
 from rlhfkit.feedback.models import Annotator, Item, Label
 from rlhfkit.feedback.store import FeedbackStore

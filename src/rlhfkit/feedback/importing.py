@@ -24,14 +24,9 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from rlhfkit.data.preference_readers import IMPORT_FORMATS, read_pairs, read_trl_unpaired
+from rlhfkit.data.preferences import PreferencePair, UnpairedLabel
 from rlhfkit.errors import RlhfkitError
-from rlhfkit.feedback.formats import (
-    IMPORT_FORMATS,
-    PreferencePair,
-    UnpairedLabel,
-    read_pairs,
-    read_trl_unpaired,
-)
 from rlhfkit.feedback.items import NewItem, upsert_items, validate_item
 from rlhfkit.feedback.models import Annotator, Item, Label
 from rlhfkit.feedback.store import FeedbackStore, utcnow

@@ -10,12 +10,8 @@ from datetime import timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from rlhfkit.feedback.agreement import (
-    agreement_with_majority,
-    fleiss_kappa,
-    krippendorff_alpha_nominal,
-    percent_agreement,
-)
+from rlhfkit.data.agreement import agreement_with_majority, percent_agreement
+from rlhfkit.feedback.agreement import fleiss_kappa, krippendorff_alpha_nominal
 from rlhfkit.feedback.export import live_labels
 from rlhfkit.feedback.labeling import SKIP
 from rlhfkit.feedback.models import Annotator, Item, Label, Retraction

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from rlhfkit.rewards.preference_data import Comparison
+from rlhfkit.data.preferences import Comparison
 
 
 class TextTable:

@@ -27,7 +27,7 @@ def _add_config_args(p: argparse.ArgumentParser, example: str) -> None:
 
 
 def _cmd_make_pairs(args: argparse.Namespace) -> int:
-    from rlhfkit.feedback.formats import write_jsonl_atomic
+    from rlhfkit.data.preferences import write_jsonl_atomic
     from rlhfkit.rewards.synthetic_pairs import make_synthetic_pairs
 
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
@@ -127,7 +127,7 @@ def _reward_from_args(args: argparse.Namespace) -> Any:
 
 
 def _read_scoring_file(path: str) -> list[dict[str, Any]]:
-    from rlhfkit.feedback.formats import iter_json_lines
+    from rlhfkit.data.preference_readers import iter_json_lines
 
     rows = []
     for line, obj in iter_json_lines(path):
@@ -180,7 +180,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
     scores = reward([r["_prompt"] for r in rows], [r["_response"] for r in rows])
     check_scores(scores, len(rows), reward.name)
     if args.out:
-        from rlhfkit.feedback.formats import write_jsonl_atomic
+        from rlhfkit.data.preferences import write_jsonl_atomic
 
         out = [{**{k: v for k, v in r.items() if not k.startswith("_")}, "score": s} for r, s in zip(rows, scores)]
         write_jsonl_atomic(out, args.out)
@@ -192,8 +192,8 @@ def _cmd_score(args: argparse.Namespace) -> int:
 def _score_pairs(reward: Any, path: str) -> int:
     import torch
 
+    from rlhfkit.data.preference_sources import load_preferences
     from rlhfkit.rewards.evaluation import pairwise_report
-    from rlhfkit.rewards.preference_data import load_preferences
 
     data = load_preferences([path], ties="half")
     if data.kind != "pairs":

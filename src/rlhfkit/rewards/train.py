@@ -34,6 +34,9 @@ from typing import Any
 import torch
 
 from rlhfkit.config import save_config
+from rlhfkit.data.agreement import annotator_agreement
+from rlhfkit.data.preference_sources import DataReport, PreferenceData, load_preferences
+from rlhfkit.data.preferences import cap_by_prompt, split_by_prompt
 from rlhfkit.engine.distributed import (
     all_reduce_sum,
     check_split,
@@ -67,14 +70,6 @@ from rlhfkit.rewards.encoding import (
 from rlhfkit.rewards.evaluation import label_report, pairwise_report
 from rlhfkit.rewards.loading import load_classifier
 from rlhfkit.rewards.losses import binary_reward_loss, bradley_terry_loss, centering_penalty
-from rlhfkit.rewards.preference_data import (
-    DataReport,
-    PreferenceData,
-    annotator_agreement,
-    cap_by_prompt,
-    load_preferences,
-    split_by_prompt,
-)
 from rlhfkit.rewards.reward_model import MODEL_SUBDIR, RewardModelMeta
 from rlhfkit.rewards.transforms import offset_scale
 
@@ -201,7 +196,7 @@ def _reference_texts(cfg: RewardTrainConfig, train: list[Any]) -> tuple[list[str
     path = Path(ref).expanduser()
     if not path.is_file():
         raise RlhfkitError(f"normalize.reference must be all, chosen or a JSONL file; {ref!r} is neither.")
-    from rlhfkit.feedback.formats import iter_json_lines
+    from rlhfkit.data.preference_readers import iter_json_lines
 
     prompts, responses = [], []
     for line, obj in iter_json_lines(path):

@@ -1,4 +1,5 @@
-"""File formats: TRL JSONL, hh-rlhf, summarize-from-feedback; errors name the line and the field."""
+"""Reading preference files line by line: TRL JSONL, hh-rlhf, summarize-from-feedback; errors name the line
+and the field. Telling the format from the fields."""
 
 from __future__ import annotations
 
@@ -8,19 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from rlhfkit.feedback.formats import (
-    FormatError,
-    PreferencePair,
-    UnpairedLabel,
-    pair_to_trl,
+from rlhfkit.data.preference_readers import (
+    detect_format,
     read_hh_rlhf,
     read_pairs,
     read_summarize_comparisons,
     read_trl_pairs,
     read_trl_unpaired,
-    unpaired_to_trl,
-    write_jsonl_atomic,
 )
+from rlhfkit.data.preferences import FormatError, PreferencePair, UnpairedLabel
 
 
 def write_lines(path: Path, objects: list[object]) -> Path:
@@ -183,40 +180,10 @@ def test_summarize_errors(tmp_path: Path, mutate, message: str) -> None:
         list(read_summarize_comparisons(write_lines(tmp_path / "c.json", [record])))
 
 
-def test_trl_lines_have_exactly_the_trl_fields() -> None:
-    pair = PreferencePair("p", "c", "r", margin=None, annotator="a", chosen_source="ppo")
-    assert pair_to_trl(pair) == {"prompt": "p", "chosen": "c", "rejected": "r", "margin": 0.0}
-    assert pair_to_trl(PreferencePair("p", "c", "r", margin=3)) == {
-        "prompt": "p",
-        "chosen": "c",
-        "rejected": "r",
-        "margin": 3.0,
-    }
-    assert unpaired_to_trl(UnpairedLabel("p", "c", True, "x")) == {
-        "prompt": "p",
-        "completion": "c",
-        "label": True,
-    }
-
-
-def test_atomic_write_round_trips_and_replaces(tmp_path: Path) -> None:
-    path = tmp_path / "out.jsonl"
-    path.write_text("old content\n")
-    pairs = [PreferencePair("p<script>", "ünïcode ✓", "r\nwith newline", margin=1.0)]
-    assert write_jsonl_atomic((pair_to_trl(p) for p in pairs), path) == 1
-    assert list(read_trl_pairs(path)) == pairs
-    assert [p.name for p in tmp_path.iterdir()] == ["out.jsonl"], "no temporary file left behind"
-
-
-def test_a_failed_write_keeps_the_old_file(tmp_path: Path) -> None:
-    path = tmp_path / "out.jsonl"
-    path.write_text("old content\n")
-
-    def broken():
-        yield {"prompt": "p", "chosen": "c", "rejected": "r", "margin": 1.0}
-        raise RuntimeError("disk on fire")
-
-    with pytest.raises(RuntimeError):
-        write_jsonl_atomic(broken(), path)
-    assert path.read_text() == "old content\n"
-    assert [p.name for p in tmp_path.iterdir()] == ["out.jsonl"]
+def test_detect_format():
+    assert detect_format(["prompt", "chosen", "rejected"]) == "trl"
+    assert detect_format(["prompt", "chosen", "rejected", "annotator"]) == "rlhfkit"
+    assert detect_format(["chosen", "rejected"]) == "hh-rlhf"
+    assert detect_format(["info", "summaries", "choice", "worker"]) == "summarize"
+    assert detect_format(["prompt", "completion", "label"]) == "trl-unpaired"
+    assert detect_format(["text"]) is None

@@ -1,4 +1,4 @@
-"""Reading preference data in every supported format; cleaning with counts; splitting; agreement."""
+"""Loading preference data from every kind of source; cleaning with counts; clear errors."""
 
 from __future__ import annotations
 
@@ -6,16 +6,9 @@ import json
 
 import pytest
 
+from rlhfkit.data.preference_sources import load_preferences
+from rlhfkit.data.preferences import Comparison
 from rlhfkit.errors import RlhfkitError
-from rlhfkit.rewards.preference_data import (
-    Comparison,
-    annotator_agreement,
-    cap_by_prompt,
-    detect_format,
-    load_preferences,
-    split_by_prompt,
-)
-from rlhfkit.rewards.synthetic_pairs import make_synthetic_pairs
 
 
 def test_trl_jsonl_with_margin(tmp_path, write_jsonl):
@@ -133,48 +126,3 @@ def test_pairs_and_labels_cannot_be_mixed(tmp_path, write_jsonl):
     b = write_jsonl(tmp_path / "b.jsonl", [{"prompt": "Q", "completion": "c", "label": True}])
     with pytest.raises(RlhfkitError, match="mixes preference pairs and unpaired"):
         load_preferences([str(a), str(b)])
-
-
-def test_detect_format():
-    assert detect_format(["prompt", "chosen", "rejected"]) == "trl"
-    assert detect_format(["prompt", "chosen", "rejected", "annotator"]) == "rlhfkit"
-    assert detect_format(["chosen", "rejected"]) == "hh-rlhf"
-    assert detect_format(["info", "summaries", "choice", "worker"]) == "summarize"
-    assert detect_format(["prompt", "completion", "label"]) == "trl-unpaired"
-    assert detect_format(["text"]) is None
-
-
-def test_split_by_prompt_keeps_each_prompts_pairs_together():
-    items = [Comparison(f"p{i // 3}", f"c{i}", f"r{i}") for i in range(30)]  # 10 prompts, 3 pairs each
-    train, test = split_by_prompt(items, 0.2, seed=1)
-    assert len(test) == 6 and len(train) == 24
-    assert not {c.prompt for c in train} & {c.prompt for c in test}
-    assert split_by_prompt(items, 0.2, seed=1) == (train, test)  # deterministic
-    with pytest.raises(RlhfkitError, match="share one prompt"):
-        split_by_prompt([Comparison("p", "a", "b")] * 2, 0.5, 0)
-
-
-def test_cap_by_prompt_keeps_whole_groups():
-    items = [Comparison(f"p{i // 2}", f"c{i}", f"r{i}") for i in range(10)]
-    assert len(cap_by_prompt(items, 3)) == 4 and cap_by_prompt(items, None) == items
-
-
-def test_synthetic_pairs_shape_and_label_noise():
-    clean = make_synthetic_pairs(size=50, seed=3)
-    assert len(clean) == 100  # a toxic pair and a quality pair per dialogue
-    assert all(r["chosen"] != r["rejected"] for r in clean)
-    noisy = make_synthetic_pairs(size=50, seed=3, flip=1.0)
-    assert [(r["chosen"], r["rejected"]) for r in noisy] == [(r["rejected"], r["chosen"]) for r in clean]
-    assert make_synthetic_pairs(size=50, seed=3) == clean
-    with pytest.raises(RlhfkitError, match="pair kinds"):
-        make_synthetic_pairs(size=5, kinds=["rude"])
-
-
-def test_annotator_agreement_from_simulated_annotators(tmp_path, write_jsonl):
-    rows = make_synthetic_pairs(size=100, seed=0, flip=0.2, annotators=3)
-    data = load_preferences([str(write_jsonl(tmp_path / "a.jsonl", rows))])
-    a = annotator_agreement(data.comparisons)
-    assert a["units"] == 200 and a["annotators"] == 3
-    # two annotators who each flip with p = 0.2 agree with probability 0.8² + 0.2² = 0.68
-    assert 0.62 < a["pairwise_agreement"] < 0.74
-    assert annotator_agreement([Comparison("p", "a", "b")]) is None

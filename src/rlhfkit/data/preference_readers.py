@@ -1,6 +1,7 @@
-"""Preference records and the file formats they travel in.
+"""Reading preference data in every supported format into :mod:`rlhfkit.data.preferences` records.
 
-Pure functions only (no database): the reward-model trainer reads the same files through them.
+Pure functions only (no database, no extras): the feedback store imports with them and the reward-model
+trainer reads its files through them.
 
 Formats
 -------
@@ -22,64 +23,41 @@ Formats
     OpenAI's summarize-from-feedback comparisons: ``info.post`` (Reddit TL;DR) or ``info.article``
     (CNN/DM) is the prompt, ``summaries[i].text`` the candidates, ``choice`` the index of the
     preferred one and ``worker`` the labeler.
+``rlhfkit``
+    The feedback store's export: the ``trl`` fields plus an optional ``annotator`` and ``tie``.
 
-Files ending in ``.gz`` are read through gzip. Every error names the file, the line and the field.
+JSON-lines files are read line by line (:func:`read_pairs`, :func:`read_trl_unpaired`, ...); rows of a
+table (Parquet, a hub dataset, a JSON array) one at a time by :func:`record_from_row`, the format told by
+the columns (:func:`detect_format`). Files ending in ``.gz`` are read through gzip. Every error names the
+file, the line (or row) and the field.
 """
 
 from __future__ import annotations
 
-import errno
 import gzip
 import io
 import json
 import math
 import os
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from rlhfkit.data.preferences import Comparison, FormatError, PreferencePair, UnpairedLabel
 from rlhfkit.errors import RlhfkitError
-from rlhfkit.io import write_lines_atomic
 
 IMPORT_FORMATS = ("trl", "trl-unpaired", "hh-rlhf", "summarize")
 HH_ASSISTANT_MARKER = "\n\nAssistant:"
+FORMAT_FIELDS: dict[str, tuple[str, ...]] = {
+    "trl": ("prompt", "chosen", "rejected"),
+    "trl-unpaired": ("prompt", "completion", "label"),
+    "hh-rlhf": ("chosen", "rejected"),
+    "summarize": ("info", "summaries", "choice"),
+    "rlhfkit": ("prompt", "chosen", "rejected"),
+}
+FORMAT_HELP = "; ".join(f"{name} ({', '.join(fields)})" for name, fields in FORMAT_FIELDS.items())
 
 
-class FormatError(RlhfkitError):
-    """A line of an input file does not have the fields its format needs."""
-
-
-@dataclass(frozen=True)
-class PreferencePair:
-    """One judgment that ``chosen`` is a better response to ``prompt`` than ``rejected``."""
-
-    prompt: str
-    chosen: str
-    rejected: str
-    margin: float | None = None
-    """How much better, on TRL's margin scale; None when the source states no strength."""
-    annotator: str | None = None
-    """Who judged (a worker id, an annotator name), when the source says."""
-    chosen_source: str | None = None
-    """Which policy produced ``chosen`` (e.g. ``sft``), when known."""
-    rejected_source: str | None = None
-    """Which policy produced ``rejected``, when known."""
-    line: int | None = field(default=None, compare=False)
-    """Line of the file it was read from (for error messages); not part of the record's identity."""
-
-
-@dataclass(frozen=True)
-class UnpairedLabel:
-    """One judgment that ``completion`` is a good (True) or bad (False) response to ``prompt``."""
-
-    prompt: str
-    completion: str
-    label: bool
-    annotator: str | None = None
-    line: int | None = field(default=None, compare=False)
-
-
-# ----------------------------------------------------------------------------------------------- reading
+# ------------------------------------------------------------------------------------------- JSON lines
 
 
 def _open_text(path: Path) -> io.TextIOBase:
@@ -248,47 +226,113 @@ def read_pairs(path: str | os.PathLike[str], fmt: str) -> Iterator[PreferencePai
     return readers[fmt](path)
 
 
-# ----------------------------------------------------------------------------------------------- writing
+JSONL_READERS = {
+    "trl": read_trl_pairs,
+    "trl-unpaired": read_trl_unpaired,
+    "hh-rlhf": read_hh_rlhf,
+    "summarize": read_summarize_comparisons,
+}
+"""The line-by-line reader of each format that has one (``rlhfkit`` rows are read by :func:`record_from_row`)."""
 
 
-def pair_to_trl(pair: PreferencePair) -> dict[str, object]:
-    """The TRL JSON object of a pair: exactly ``prompt``, ``chosen``, ``rejected`` and a float ``margin``.
-
-    A pair without a stated strength gets margin 0.0, which makes TRL's loss the plain Bradley–Terry loss.
-    """
-    margin = 0.0 if pair.margin is None else float(pair.margin)
-    return {"prompt": pair.prompt, "chosen": pair.chosen, "rejected": pair.rejected, "margin": margin}
+# ------------------------------------------------------------------------------------------- table rows
 
 
-def unpaired_to_trl(label: UnpairedLabel) -> dict[str, object]:
-    """The TRL JSON object of an unpaired label: exactly ``prompt``, ``completion`` and a bool ``label``."""
-    return {"prompt": label.prompt, "completion": label.completion, "label": bool(label.label)}
+def detect_format(keys: Iterable[str]) -> str | None:
+    """The format whose fields ``keys`` has, or None."""
+    k = set(keys)
+    if {"info", "summaries", "choice"} <= k:
+        return "summarize"
+    if {"prompt", "completion", "label"} <= k:
+        return "trl-unpaired"
+    if {"prompt", "chosen", "rejected"} <= k:
+        return "rlhfkit" if k & {"tie", "annotator"} else "trl"
+    if {"chosen", "rejected"} <= k:
+        return "hh-rlhf"
+    return None
 
 
-def write_jsonl_atomic(objects: Iterable[dict[str, object]], path: str | os.PathLike[str]) -> int:
-    """Write one JSON object per line to ``path`` atomically; returns the number of lines.
-
-    Streams through :func:`rlhfkit.io.write_lines_atomic`: a reader (or a crash) sees the old file or the
-    complete new one, never half of it.
-    """
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    if not directory.is_dir():
-        raise RlhfkitError(f"cannot write {path}: directory {directory} does not exist")
-    try:
-        return write_lines_atomic(path, (json.dumps(obj, ensure_ascii=False) + "\n" for obj in objects))
-    except OSError as exc:
-        raise RlhfkitError(_write_failure(path, exc)) from None
+def _check_fields(keys: Iterable[str], fmt: str, where: str) -> None:
+    present = set(keys)
+    missing = [f for f in FORMAT_FIELDS[fmt] if f not in present]
+    if missing:
+        raise RlhfkitError(
+            f"{where} lacks {'column' if len(missing) == 1 else 'columns'} {', '.join(repr(m) for m in missing)}, "
+            f"needed by the {fmt} format ({', '.join(FORMAT_FIELDS[fmt])}). It has: {', '.join(sorted(present)) or 'nothing'}."
+        )
 
 
-def _write_failure(path: Path, exc: OSError) -> str:
-    """One paragraph: which file, why, that nothing changed (the write is atomic), and what to do."""
-    full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
-    cause = "no space left on device" if full else (exc.strerror or str(exc)).lower()
-    kept = f" (the previous {path} is intact)" if path.is_file() else ""
-    todo = (
-        "free some space on that disk, or write the file to another disk"
-        if full
-        else "check that the path names a file (not a folder) in a folder you can write to"
-    )
-    return f"could not write {path}: {cause}. Nothing was changed{kept}. Please {todo}, then run the command again."
+def choose_format(keys: Iterable[str], fmt: str, where: str) -> str:
+    """``fmt`` checked against the fields ``keys`` of ``where``, or the format they tell when ``fmt`` is auto."""
+    keys = list(keys)
+    if fmt == "auto":
+        found = detect_format(keys)
+        if found is None:
+            closest = max(FORMAT_FIELDS, key=lambda f: len(set(FORMAT_FIELDS[f]) & set(keys)) / len(FORMAT_FIELDS[f]))
+            missing = [f for f in FORMAT_FIELDS[closest] if f not in keys]
+            near = (f" It is closest to the {closest} format, which also needs {', '.join(repr(m) for m in missing)}."
+                    if len(missing) < len(FORMAT_FIELDS[closest]) else "")  # fmt: skip
+            raise RlhfkitError(
+                f"cannot tell the preference format of {where} from its fields ({', '.join(sorted(keys)) or 'none'})."
+                f"{near} Known formats and their fields: {FORMAT_HELP}. Rename the columns or set data.format."
+            )
+        return found
+    if fmt not in FORMAT_FIELDS:
+        raise RlhfkitError(f"unknown preference format {fmt!r}; choose auto or one of {', '.join(FORMAT_FIELDS)}.")
+    _check_fields(keys, fmt, where)
+    return fmt
+
+
+def _row_text(row: dict, name: str, where: str) -> str:
+    if name not in row or row[name] is None:
+        raise FormatError(f"{where}: missing field '{name}'")
+    value = row[name]
+    if not isinstance(value, str):
+        raise FormatError(f"{where}: field '{name}' must be str, found {type(value).__name__}")
+    return value
+
+
+def record_from_row(fmt: str, row: dict, where: str) -> PreferencePair | UnpairedLabel | Comparison:
+    """One row of a table (Parquet, hub dataset, JSON array) or of the feedback export, as a record."""
+    if fmt in ("trl", "rlhfkit"):
+        margin = row.get("margin")
+        if margin is not None and (
+            isinstance(margin, bool) or not isinstance(margin, (int, float)) or not math.isfinite(margin)
+        ):
+            raise FormatError(f"{where}: field 'margin' must be a finite number, found {margin!r}")
+        tie = row.get("tie") or False
+        if not isinstance(tie, bool):
+            raise FormatError(f"{where}: field 'tie' must be true or false, found {tie!r}")
+        annotator = row.get("annotator")
+        return Comparison(_row_text(row, "prompt", where), _row_text(row, "chosen", where),
+                          _row_text(row, "rejected", where), float(margin or 0.0), tie,
+                          None if annotator is None else str(annotator))  # fmt: skip
+    if fmt == "trl-unpaired":
+        label = row.get("label")
+        if not isinstance(label, bool):
+            raise FormatError(f"{where}: field 'label' must be true or false, found {label!r}")
+        return UnpairedLabel(_row_text(row, "prompt", where), _row_text(row, "completion", where), label)
+    if fmt == "hh-rlhf":
+        prompt, chosen = split_hh_transcript(_row_text(row, "chosen", where), where, "chosen")
+        other, rejected = split_hh_transcript(_row_text(row, "rejected", where), where, "rejected")
+        if other != prompt:
+            raise FormatError(f"{where}: 'chosen' and 'rejected' differ before their last assistant turn")
+        return PreferencePair(prompt, chosen, rejected)
+    if fmt == "summarize":
+        info = row.get("info") or {}
+        prompt = info.get("post") if isinstance(info, dict) else None
+        prompt = prompt if prompt is not None else (info.get("article") if isinstance(info, dict) else None)
+        if not isinstance(prompt, str):
+            raise FormatError(f"{where}: missing field 'info.post' (or 'info.article')")
+        summaries = row.get("summaries")
+        if not isinstance(summaries, list) or len(summaries) != 2:
+            raise FormatError(f"{where}: field 'summaries' must hold 2 summaries")
+        texts = [s.get("text") if isinstance(s, dict) else None for s in summaries]
+        if not all(isinstance(t, str) for t in texts):
+            raise FormatError(f"{where}: every 'summaries[i].text' must be a string")
+        choice = row.get("choice")
+        if choice not in (0, 1) or isinstance(choice, bool):
+            raise FormatError(f"{where}: field 'choice' must be 0 or 1, found {choice!r}")
+        worker = row.get("worker")
+        return PreferencePair(prompt, texts[choice], texts[1 - choice], annotator=None if worker is None else str(worker))
+    raise RlhfkitError(f"unknown preference format {fmt!r}")
