@@ -20,9 +20,10 @@ import hashlib
 import io
 import re
 import time
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from rich.console import Console
@@ -30,26 +31,12 @@ from rich.console import Console
 from rlhfkit.config import Config, parse_policy, save_config
 from rlhfkit.errors import RlhfkitError
 from rlhfkit.eval.measures import Measure, build_toxicity, score_all
+from rlhfkit.eval.report import write_report
+from rlhfkit.eval.samples import BeforeAfter, PolicySamples, before_after_tables
 from rlhfkit.eval.stats import compare_paired, distinct_n, summarize
 from rlhfkit.io import write_json_atomic, write_text_atomic
 
 RESULTS_VERSION = 1
-
-
-@dataclass
-class PolicySamples:
-    """One policy's responses to the evaluation prompts. N = prompts, T = response tokens."""
-
-    name: str
-    path: str
-    texts: list[str]
-    prompt_ids: torch.Tensor  # (N, P)
-    prompt_mask: torch.Tensor  # (N, P)
-    response_ids: torch.Tensor  # (N, T), pad after the first EOS
-    response_mask: torch.Tensor  # (N, T) 1.0 up to and including the first EOS
-    logprobs: torch.Tensor  # (N, T) log π(token) at the sampling temperature, from the sampling pass
-    values: dict[str, list[float]] = field(default_factory=dict)
-    """Measure key → one value per prompt."""
 
 
 @dataclass
@@ -106,10 +93,9 @@ def run_eval(cfg: Config, progress: bool = True, console: Console | None = None)
 
     results = summarize_results(cfg, samples, measures, prompts, reference)
     results["seconds"] = time.perf_counter() - started
-    files = write_outputs(out, cfg, samples, measures, prompts, references, results)
-    from rlhfkit.eval.report import write_report
-
-    report = write_report(out / "report.html", results, samples, measures, cfg, prompts, references)
+    tables = before_after_tables(samples, measures, prompts, references)
+    files = write_outputs(out, cfg, samples, measures, prompts, references, results, tables)
+    report = write_report(out / "report.html", results, samples, measures, cfg, tables)
     files["report"] = report.name
     results["files"] = files
     write_json_atomic(out / "results.json", results)
@@ -264,7 +250,7 @@ def summarize_results(cfg: Config, samples: list[PolicySamples], measures: list[
         "model": cfg.model.name_or_path,
         "generation": {"temperature": cfg.generation.temperature, "top_k": cfg.generation.top_k,
                        "top_p": cfg.generation.top_p, "max_new_tokens": cfg.generation.max_new_tokens,
-                       "do_sample": cfg.generation.do_sample},  # fmt: skip
+                       "do_sample": cfg.generation.do_sample},
         "measures": [{"key": m.key, "label": m.label, "higher_is_better": m.higher_is_better} for m in measures],
         "policy_order": [s.name for s in samples],
         "policies": per_policy,
@@ -290,12 +276,6 @@ def _reward_model_reports(cfg: Config) -> list[dict[str, Any]]:
     return found
 
 
-def primary_measure(measures: list[Measure]) -> Measure:
-    """The score of the before/after tables: the first reward if there is one (the lab's way), else toxicity."""
-    rewards = [m for m in measures if m.key.startswith("reward:")]
-    return rewards[0] if rewards else measures[0]
-
-
 # --------------------------------------------------------------------------------------------------
 # Files
 
@@ -308,28 +288,13 @@ def _csv_text(header: list[str], rows: list[list[Any]]) -> str:
     return buffer.getvalue()
 
 
-def before_after_rows(a: PolicySamples, b: PolicySamples, measure: Measure, prompts: list[str],
-                      references: list[str]) -> list[dict[str, Any]]:  # fmt: skip
-    """The lab's table, done right: every prompt, both responses and scores, sorted by the change (b − a)."""
-    rows = []
-    for i, prompt in enumerate(prompts):
-        before, after = a.values[measure.key][i], b.values[measure.key][i]
-        rows.append({"prompt_index": i, "prompt": prompt, "reference": references[i], "response_before": a.texts[i],
-                     "response_after": b.texts[i], "score_before": before, "score_after": after,
-                     "difference": after - before, "toxicity_before": a.values["toxicity"][i],
-                     "toxicity_after": b.values["toxicity"][i]})  # fmt: skip
-    sign = -1.0 if measure.higher_is_better is False else 1.0
-    rows.sort(key=lambda r: sign * r["difference"], reverse=True)  # largest improvement first
-    return rows
-
-
 def _safe(name: str) -> str:
     """A policy name as a file-name part."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name) or "policy"
 
 
 def write_outputs(out: Path, cfg: Config, samples: list[PolicySamples], measures: list[Measure], prompts: list[str],
-                  references: list[str], results: dict[str, Any]) -> dict[str, str]:  # fmt: skip
+                  references: list[str], results: dict[str, Any], tables: BeforeAfter) -> dict[str, str]:  # fmt: skip
     """samples.csv, summary.csv, comparisons.csv and one before/after table per policy after the first."""
     out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, out)
@@ -354,12 +319,10 @@ def write_outputs(out: Path, cfg: Config, samples: list[PolicySamples], measures
                                                           "ci_low", "ci_high", "wilcoxon_p", "win_rate_b", "b_higher",
                                                           "equal", "b_lower"], comparison_rows))  # fmt: skip
     files = {"samples": "samples.csv", "summary": "summary.csv", "comparisons": "comparisons.csv", "tables": []}
-    measure = primary_measure(measures)
-    for b in samples[1:]:
-        rows = before_after_rows(samples[0], b, measure, prompts, references)
-        name = f"before_after_{_safe(samples[0].name)}_vs_{_safe(b.name)}.csv"
-        header = list(rows[0])
-        write_text_atomic(out / name, _csv_text(header, [[r[h] for h in header] for r in rows]))
+    for table in tables.tables:
+        name = f"before_after_{_safe(table.a)}_vs_{_safe(table.b)}.csv"
+        header = list(table.rows[0])
+        write_text_atomic(out / name, _csv_text(header, [[r[h] for h in header] for r in table.rows]))
         files["tables"].append(name)
-    results["table_measure"] = measure.key
+    results["table_measure"] = tables.measure.key
     return files

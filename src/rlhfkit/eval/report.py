@@ -16,8 +16,8 @@ from rlhfkit.io import write_bytes_atomic, write_text_atomic
 
 if TYPE_CHECKING:
     from rlhfkit.config import Config
-    from rlhfkit.eval.evaluate import PolicySamples
     from rlhfkit.eval.measures import Measure
+    from rlhfkit.eval.samples import BeforeAfter, PolicySamples
 
 # PPO statistics plotted as training curves: metrics.jsonl key → axis title
 TRAINING_CURVES = {
@@ -127,11 +127,13 @@ def reward_model_section(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def write_report(path: Path, results: dict[str, Any], samples: list[PolicySamples], measures: list[Measure],
-                 cfg: Config, prompts: list[str], references: list[str]) -> Path:  # fmt: skip
-    """Render report.html next to the other outputs; the plots also go to plots/*.png for slides and docs."""
-    from jinja2 import Environment, PackageLoader, select_autoescape
+                 cfg: Config, before_after: BeforeAfter) -> Path:  # fmt: skip
+    """Render report.html next to the other outputs; the plots also go to plots/*.png for slides and docs.
 
-    from rlhfkit.eval.evaluate import before_after_rows, primary_measure
+    ``before_after`` holds the tables the CSV files were written from; the report shows the best and the
+    worst ``eval.table_rows`` of each.
+    """
+    from jinja2 import Environment, PackageLoader, select_autoescape
 
     env = Environment(loader=PackageLoader("rlhfkit.eval", "templates"), autoescape=select_autoescape(["html"]))
     env.filters["num"] = _num
@@ -142,14 +144,13 @@ def write_report(path: Path, results: dict[str, Any], samples: list[PolicySample
         plots["training_curves"] = curves
     for name, png in plots.items():
         write_bytes_atomic(path.parent / "plots" / f"{name}.png", png)
-    table_measure = primary_measure(measures)
     tables = []
     n = cfg.eval.table_rows
-    for b in samples[1:]:
-        rows = before_after_rows(samples[0], b, table_measure, prompts, references)
+    for table in before_after.tables:
+        rows = table.rows
         # the best and the worst changes: half the shown rows from each end of the sorted table
         shown = rows if len(rows) <= n else (rows[: (n + 1) // 2] + rows[len(rows) - n // 2 :])
-        tables.append({"a": samples[0].name, "b": b.name, "rows": shown, "total": len(rows)})
+        tables.append({"a": table.a, "b": table.b, "rows": shown, "total": len(rows)})
     html = env.get_template("report.html.j2").render(
         results=results,
         measures=measures,
@@ -160,7 +161,7 @@ def write_report(path: Path, results: dict[str, Any], samples: list[PolicySample
         curve_sources=curve_sources,
         reward_models=reward_model_section(results),
         tables=tables,
-        table_measure=table_measure,
+        table_measure=before_after.measure,
     )
     write_text_atomic(path, html)
     return path
