@@ -10,11 +10,10 @@ import torch
 from torch import nn
 
 from rlhfkit.algos.ppo.step import PPOBatch, advantages_and_returns, kl_rewards, update_policy
-from rlhfkit.config import PPOConfig
+from rlhfkit.config import PPOConfig, RunConfig
 from rlhfkit.engine.runtime import make_accelerator
 from rlhfkit.models.policy import TokenScores
 from rlhfkit.rollout.experience import Experience
-from rlhfkit.runconfig import RunConfig
 
 
 def _experience(old_logprobs, mask, values=None, prompt_width=2, vocab=5) -> Experience:

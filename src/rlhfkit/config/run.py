@@ -1,8 +1,4 @@
-"""The `run` section every top-level configuration shares (SFT/PPO, reward-model training, ...).
-
-Kept apart from :mod:`rlhfkit.config` so that other configuration modules (rewards, feedback) can use it
-without importing the main configuration, which in turn includes theirs.
-"""
+"""The ``run`` section every top-level configuration shares (SFT/PPO, reward-model training, ...)."""
 
 from __future__ import annotations
 
@@ -23,3 +19,13 @@ class RunConfig:
     """auto (bf16 where the CPU/GPU supports it, else fp32), fp32, bf16 (autocast, fp32 master weights) or fp16."""
     num_threads: int = 0
     """CPU threads for torch (0 = torch's default)."""
+
+    def problems(self) -> list[str]:
+        p: list[str] = []
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            p.append(f"run.device must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
+        if self.precision not in PRECISIONS:
+            p.append(f"run.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.num_threads < 0:
+            p.append("run.num_threads must be >= 0")
+        return p

@@ -3,7 +3,7 @@
 :func:`load_structured` builds a configuration in plain Python data first, then lets OmegaConf turn it
 into the dataclasses:
 
-1. each YAML file (read by :mod:`rlhfkit.config_files`), checked against the schema and merged in
+1. each YAML file (read by :mod:`rlhfkit.config.files`), checked against the schema and merged in
    (mappings merge key by key; any other value, lists included, replaces);
 2. each ``key=value`` override, checked and set in place; a number in the key picks a list entry, so
    ``rewards.1.weight=0.5`` changes one field of the second reward of a file;
@@ -36,7 +36,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from rlhfkit.config_files import TAGGED_VALUE_ERRORS, first_line, read_config_file, tagged_value_problem
+from rlhfkit.config.files import TAGGED_VALUE_ERRORS, first_line, read_config_file, tagged_value_problem
 from rlhfkit.errors import ConfigError
 
 _OVERRIDE_FORM = "section.key=value, e.g. sft.learning_rate=1e-4"
@@ -371,7 +371,16 @@ def replace(cfg: Any, **changes: Any) -> Any:
 
 @cache
 def field_docs(cls: type) -> dict[str, str]:
-    """Map each field of dataclass ``cls`` to the docstring written right after it."""
+    """Map each field of dataclass ``cls`` to the docstring written right after it (in ``cls`` or a base class
+    it extends, the nearest winning: the reward model's LoRA section redefines ``r``)."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if dataclasses.is_dataclass(klass):
+            docs.update(_own_field_docs(klass))
+    return docs
+
+
+def _own_field_docs(cls: type) -> dict[str, str]:
     tree = ast.parse(inspect.getsource(cls))
     body = tree.body[0].body  # type: ignore[attr-defined]
     docs: dict[str, str] = {}
