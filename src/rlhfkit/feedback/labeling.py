@@ -48,7 +48,14 @@ from rlhfkit.feedback.answers import (
     displayed_to_canonical,
     validate_answer,
 )
-from rlhfkit.feedback.live import answered_by, live_count, live_counts, live_label_query, own_labels
+from rlhfkit.feedback.live import (
+    answered_by,
+    live_count,
+    live_counts,
+    live_label_query,
+    only_live,
+    own_labels,
+)
 from rlhfkit.feedback.models import Item, Label, Reservation, Retraction
 from rlhfkit.feedback.security import first_on_left
 from rlhfkit.feedback.store import FeedbackStore, utcnow
@@ -384,9 +391,8 @@ def progress(store: FeedbackStore, annotator_id: int) -> Progress:
 
     def work(session: Session) -> Progress:
         by_choice = session.execute(
-            select(Label.choice, func.count())
-            .outerjoin(Retraction, Retraction.label_id == Label.id)
-            .where(Retraction.id.is_(None), Label.annotator_id == annotator_id)
+            only_live(select(Label.choice, func.count()))
+            .where(Label.annotator_id == annotator_id)
             .group_by(Label.choice)
         ).all()
         skipped = sum(count for choice, count in by_choice if choice == SKIP)
