@@ -13,6 +13,7 @@ import sys
 import time
 
 from rlhfkit.feedback import labeling
+from rlhfkit.feedback.annotators import find_annotator
 from rlhfkit.feedback.labeling import Answer
 from rlhfkit.feedback.models import Item
 from rlhfkit.feedback.store import FeedbackStore, utcnow
@@ -20,7 +21,7 @@ from rlhfkit.feedback.store import FeedbackStore, utcnow
 
 def label(target: str, name: str, go_file: str) -> None:
     store = FeedbackStore.open(target)
-    annotator = store.annotator(name)
+    annotator = find_annotator(store, name)
     assert annotator is not None
     print("ready", flush=True)
     while not os.path.exists(go_file):  # start together with the other worker

@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from rlhfkit.data.preferences import pair_to_trl
 from rlhfkit.feedback import labeling
+from rlhfkit.feedback.annotators import add_annotator, find_annotator
 from rlhfkit.feedback.app import PAIRWISE_KEYS, create_app
 from rlhfkit.feedback.export import live_labels, preference_pairs
 from rlhfkit.feedback.items import add_comparisons, add_completions
@@ -34,7 +35,7 @@ def store(tmp_path: Path) -> FeedbackStore:
 
 @pytest.fixture
 def tokens(store: FeedbackStore) -> dict[str, str]:
-    return {name: store.add_annotator(name, admin=name == "admin")[1] for name in ("alice", "bob", "admin")}
+    return {name: add_annotator(store, name, admin=name == "admin")[1] for name in ("alice", "bob", "admin")}
 
 
 def forms(page: str) -> dict[str, dict[str, str]]:
@@ -201,7 +202,7 @@ def test_missing_strength_reshows_the_item_with_the_answer_kept(
 def test_a_retired_item_is_refused_with_a_clear_message(tmp_path: Path) -> None:
     with FeedbackStore.create(tmp_path / "r.sqlite", overlap=1) as store:
         add_comparisons(store, ["only prompt"], [["x", "y"]])
-        alice_token, bob_token = store.add_annotator("alice")[1], store.add_annotator("bob")[1]
+        alice_token, bob_token = add_annotator(store, "alice")[1], add_annotator(store, "bob")[1]
         alice, bob = client_for(store), client_for(store)
         alice_page, bob_page = login(alice, alice_token), login(bob, bob_token)
         assert submit(alice, alice_page, choice="tie").status_code == 303
@@ -229,7 +230,7 @@ def test_an_item_not_served_to_the_annotator_is_refused(store: FeedbackStore, to
 def test_skipping_a_retired_item_is_refused(tmp_path: Path) -> None:
     with FeedbackStore.create(tmp_path / "r.sqlite", overlap=1) as store:
         add_comparisons(store, ["only prompt"], [["x", "y"]])
-        alice_token, bob_token = store.add_annotator("alice")[1], store.add_annotator("bob")[1]
+        alice_token, bob_token = add_annotator(store, "alice")[1], add_annotator(store, "bob")[1]
         alice, bob = client_for(store), client_for(store)
         alice_page, bob_page = login(alice, alice_token), login(bob, bob_token)
         assert submit(alice, alice_page, choice="tie").status_code == 303
@@ -267,7 +268,7 @@ def test_skip_and_undo(store: FeedbackStore, tokens: dict[str, str]) -> None:
 def test_everything_done_page(tmp_path: Path) -> None:
     with FeedbackStore.create(tmp_path / "d.sqlite", overlap=1) as store:
         add_comparisons(store, ["p"], [["x", "y"]])
-        token = store.add_annotator("alice")[1]
+        token = add_annotator(store, "alice")[1]
         client = client_for(store)
         page = login(client, token)
         submit(client, page, choice="left", strength="1")
@@ -278,7 +279,7 @@ def test_everything_done_page(tmp_path: Path) -> None:
 def test_binary_project_page(tmp_path: Path) -> None:
     with FeedbackStore.create(tmp_path / "b.sqlite", question_type="binary", overlap=1) as store:
         add_completions(store, ["p"], [["one answer"]])
-        token = store.add_annotator("alice")[1]
+        token = add_annotator(store, "alice")[1]
         client = client_for(store)
         page = login(client, token)
         assert "Is this response good?" in page and 'data-key="g"' in page and 'id="text-right"' not in page
@@ -299,7 +300,7 @@ def test_admin_pages_refuse_annotators(store: FeedbackStore, tokens: dict[str, s
 
 def test_admin_sees_agreement_and_exports(store: FeedbackStore, tokens: dict[str, str]) -> None:
     for name in ("alice", "bob"):
-        annotator = store.annotator(name)
+        annotator = find_annotator(store, name)
         while (view := labeling.next_item(store, annotator.id)) is not None:
             labeling.submit(
                 store,

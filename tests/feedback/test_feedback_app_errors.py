@@ -16,6 +16,7 @@ from sqlalchemy import event
 from test_feedback_app import client_for, forms, login, submit
 
 from rlhfkit.feedback import labeling
+from rlhfkit.feedback.annotators import add_annotator
 from rlhfkit.feedback.app import create_app
 from rlhfkit.feedback.backend import StoreFullError
 from rlhfkit.feedback.config import FeedbackConfig
@@ -44,7 +45,7 @@ def store(store_path: Path) -> Iterator[FeedbackStore]:
 
 @pytest.fixture
 def token(store: FeedbackStore) -> str:
-    return store.add_annotator("alice")[1]
+    return add_annotator(store, "alice")[1]
 
 
 @contextmanager
@@ -167,7 +168,7 @@ def test_a_full_disk_answers_503_and_keeps_the_answer(
 
 @pytest.mark.parametrize("make_error", DISK_FULL)
 def test_a_full_disk_is_a_store_error_in_python(store: FeedbackStore, make_error) -> None:
-    bob = store.add_annotator("bob")[0]
+    bob = add_annotator(store, "bob")[0]
     view = labeling.next_item(store, bob.id)
     with label_inserts_fail(store, make_error()), pytest.raises(StoreFullError) as refused:
         labeling.submit(store, bob.id, view.item_id, labeling.Answer("tie"), "c-full-1")

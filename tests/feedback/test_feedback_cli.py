@@ -14,6 +14,7 @@ import pytest
 
 from rlhfkit.data.preference_readers import read_trl_pairs
 from rlhfkit.feedback import cli
+from rlhfkit.feedback.annotators import annotator_by_token
 from rlhfkit.feedback.store import FeedbackStore
 
 
@@ -37,7 +38,7 @@ def test_full_session(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     token = out.strip().splitlines()[-1]
     assert code == 0 and "created admin alice" in out
     with FeedbackStore.open(store) as opened:
-        assert opened.annotator_by_token(token).name == "alice"
+        assert annotator_by_token(opened, token).name == "alice"
 
     source = tmp_path / "pairs.jsonl"
     source.write_text(

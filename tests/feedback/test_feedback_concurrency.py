@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import func, select, text
 
 from rlhfkit.feedback import labeling
+from rlhfkit.feedback.annotators import add_annotator, find_annotator
 from rlhfkit.feedback.export import live_labels
 from rlhfkit.feedback.items import add_comparisons
 from rlhfkit.feedback.labeling import Answer
@@ -51,8 +52,8 @@ def _prepared_store(url: str, items: int, overlap: int) -> None:
         add_comparisons(
             store, [f"prompt {i}" for i in range(items)], [[f"a{i}", f"b{i}"] for i in range(items)]
         )
-        store.add_annotator("worker-1")
-        store.add_annotator("worker-2")
+        add_annotator(store, "worker-1")
+        add_annotator(store, "worker-2")
 
 
 def _integrity(store: FeedbackStore) -> None:
@@ -106,7 +107,7 @@ def test_killed_mid_transaction_leaves_store_consistent(store_url: str) -> None:
         count = store.read(lambda s: s.scalar(select(func.count()).select_from(Item)))
         assert count == 3, "rows of the killed, uncommitted transaction are visible"
         # The store is fully usable: the lock died with the process.
-        annotator = store.annotator("worker-1")
+        annotator = find_annotator(store, "worker-1")
         view = labeling.next_item(store, annotator.id)
         labeling.submit(store, annotator.id, view.item_id, Answer("tie"), "after-kill-1")
         assert len(live_labels(store)) == 1

@@ -12,6 +12,7 @@ from rlhfkit.data.preference_readers import read_trl_pairs, read_trl_unpaired
 from rlhfkit.data.preferences import FormatError, UnpairedLabel
 from rlhfkit.errors import RlhfkitError
 from rlhfkit.feedback import labeling
+from rlhfkit.feedback.annotators import ensure_annotator
 from rlhfkit.feedback.export import (
     export_pairs,
     export_unpaired,
@@ -29,7 +30,7 @@ from rlhfkit.feedback.store import FeedbackStore
 
 def answer_items(store: FeedbackStore, name: str, answers: dict[str, Answer]) -> None:
     """``name`` answers the item whose prompt is each key of ``answers``."""
-    annotator = store.ensure_annotator(name, "human")
+    annotator = ensure_annotator(store, name, "human")
     while (view := labeling.next_item(store, annotator.id)) is not None:
         answer = answers[view.prompt]
         labeling.submit(store, annotator.id, view.item_id, answer, f"{name}-{view.item_id}-client")
@@ -230,14 +231,14 @@ def test_hh_import_and_unlabeled_import(sqlite_path: str, tmp_path: Path) -> Non
         result = import_file(store, path, "hh-rlhf", labeled=False)
         assert (result.items_added, result.labels_added) == (1, 0)
         assert store.read(lambda s: s.scalar(select(func.count()).select_from(Label))) == 0
-        (pair_view,) = [labeling.next_item(store, store.ensure_annotator("h", "human").id)]
+        (pair_view,) = [labeling.next_item(store, ensure_annotator(store, "h", "human").id)]
         assert pair_view.prompt == transcript and set(pair_view.candidates) == {" Hello!", " Go away."}
 
 
 def test_binary_project_round_trip(store_url: str, tmp_path: Path) -> None:
     with FeedbackStore.create(store_url, question_type="binary", overlap=1) as store:
         add_completions(store, ["p", "p"], [["fine answer"], ["you idiot"]])
-        annotator = store.ensure_annotator("a", "human")
+        annotator = ensure_annotator(store, "a", "human")
         while (view := labeling.next_item(store, annotator.id)) is not None:
             good = "idiot" not in view.candidates[0]
             labeling.submit(

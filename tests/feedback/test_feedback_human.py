@@ -12,6 +12,7 @@ from rich.console import Console
 from test_feedback_app import forms
 
 from rlhfkit.errors import RlhfkitError
+from rlhfkit.feedback.annotators import find_annotator
 from rlhfkit.feedback.human import decisive_labels, label_in_browser
 from rlhfkit.feedback.items import add_comparisons
 from rlhfkit.feedback.store import FeedbackStore
@@ -59,7 +60,7 @@ def test_a_person_labels_every_pair_and_the_demo_goes_on(store_path: Path):
     printed = console.export_text()
     assert "log in with this token" in printed and "labeled 4 of 4 pairs" in printed
     with FeedbackStore.open(store_path) as store:
-        assert decisive_labels(store) == 4 and store.annotator("you").kind == "human"
+        assert decisive_labels(store) == 4 and find_annotator(store, "you").kind == "human"
 
 
 def test_stopping_early_keeps_the_labels_and_says_how_to_go_on(store_path: Path):

@@ -9,6 +9,7 @@ import pytest
 from rlhfkit.data.lexicon import LexiconJudge
 from rlhfkit.errors import RlhfkitError
 from rlhfkit.feedback import labeling
+from rlhfkit.feedback.annotators import ensure_annotator
 from rlhfkit.feedback.export import live_labels
 from rlhfkit.feedback.items import add_comparisons, add_completions
 from rlhfkit.feedback.labeling import Answer, ItemView
@@ -106,7 +107,7 @@ def test_a_careless_annotator_stands_out_in_agreement(tmp_path) -> None:
 def test_simulation_shares_the_queue_with_people(tmp_path) -> None:
     with FeedbackStore.create(tmp_path / "s.sqlite", overlap=1) as store:
         add_comparisons(store, ["p1", "p2"], [["ok", "idiot"], ["fine", "fool"]])
-        person = store.ensure_annotator("person", "human")
+        person = ensure_annotator(store, "person", "human")
         view_ = labeling.next_item(store, person.id)
         labeling.submit(store, person.id, view_.item_id, Answer("tie"), "person-1")
         summary = simulate(store, n_annotators=2, seed=0)

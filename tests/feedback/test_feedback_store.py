@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import socket
 import sqlite3
 import time
@@ -14,11 +13,12 @@ from sqlalchemy.exc import IntegrityError
 
 from rlhfkit.errors import RlhfkitError
 from rlhfkit.feedback import labeling
+from rlhfkit.feedback.annotators import add_annotator
 from rlhfkit.feedback.config import FeedbackConfig
 from rlhfkit.feedback.export import live_labels
 from rlhfkit.feedback.items import add_comparisons, add_completions
 from rlhfkit.feedback.labeling import Answer
-from rlhfkit.feedback.models import SCHEMA_VERSION, Annotator, Label, Project, Retraction
+from rlhfkit.feedback.models import SCHEMA_VERSION, Label, Project, Retraction
 from rlhfkit.feedback.security import first_on_left
 from rlhfkit.feedback.store import FeedbackStore, StoreError
 
@@ -33,7 +33,7 @@ def make_store(url: str, items: int = 4, overlap: int = 2, **kwargs) -> Feedback
 
 
 def annotators(store: FeedbackStore, *names: str) -> list[int]:
-    return [store.add_annotator(name)[0].id for name in names]
+    return [add_annotator(store, name)[0].id for name in names]
 
 
 CLEARLY_FIRST = Answer("first", strength=2)
@@ -137,32 +137,6 @@ def test_a_schema_version_edited_into_text_is_a_clear_error(sqlite_path: str, st
     else:
         assert "schema version is unreadable" in message and "feedback_project" in message
         assert "backup" in message and sqlite_path in message
-
-
-# ------------------------------------------------------------------------------------- annotators
-
-
-def test_tokens_are_stored_hashed_and_can_be_replaced(store_url: str) -> None:
-    with make_store(store_url, items=0) as store:
-        alice, token = store.add_annotator("alice", admin=True)
-        stored = store.read(lambda s: s.get(Annotator, alice.id).token_hash)
-        assert stored == hashlib.sha256(token.encode()).hexdigest() and token not in stored
-        assert store.annotator_by_token(token) == alice and alice.is_admin
-        assert store.annotator_by_token(token + "x") is None
-        session = store.create_session(alice.id)
-        assert store.session_annotator(session) == alice
-        new = store.issue_token("alice")
-        assert store.annotator_by_token(token) is None and store.annotator_by_token(new) == alice
-        assert store.session_annotator(session) is None, "a new token ends the old sessions"
-
-
-def test_duplicate_or_invalid_annotator_names(store_url: str) -> None:
-    with make_store(store_url, items=0) as store:
-        store.add_annotator("bob")
-        with pytest.raises(RlhfkitError, match="already exists.*--new-token"):
-            store.add_annotator("bob")
-        with pytest.raises(RlhfkitError, match="not allowed"):
-            store.add_annotator("<script>")
 
 
 # ----------------------------------------------------------------------------- overlap, retirement

@@ -51,6 +51,7 @@ from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 from rlhfkit.data.preferences import pair_to_trl
+from rlhfkit.feedback.annotators import add_annotator
 from rlhfkit.feedback.app import create_app
 from rlhfkit.feedback.export import live_labels, preference_pairs
 from rlhfkit.feedback.items import add_comparisons
@@ -71,7 +72,7 @@ def served(tmp_path: Path) -> Iterator[tuple[str, FeedbackStore, str]]:
         [f"#Person1#: dialogue {i}\n#Person2#: reply {i}" for i in range(6)],
         [[HOSTILE if i == 0 else f"calm summary {i}", f"other summary {i}"] for i in range(6)],
     )
-    _, token = store.add_annotator("alice", admin=True)
+    _, token = add_annotator(store, "alice", admin=True)
     port = _free_port()
     server = uvicorn.Server(
         uvicorn.Config(create_app(store), host="127.0.0.1", port=port, log_level="warning")

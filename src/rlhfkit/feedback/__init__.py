@@ -7,8 +7,10 @@ reward-model trainer reads preference files without SQLAlchemy or FastAPI and wi
 Modules (import what you need; only :mod:`agreement` works without the ``feedback`` extra):
 
 - :mod:`agreement`  Krippendorff's alpha, Fleiss' kappa
-- :mod:`store`      :class:`~rlhfkit.feedback.store.FeedbackStore` (SQLite or PostgreSQL), annotators, sessions
+- :mod:`store`      :class:`~rlhfkit.feedback.store.FeedbackStore` (SQLite or PostgreSQL): the project, transactions
 - :mod:`backend`    from a path or URL to an engine; ``StoreError`` and what database failures mean
+- :mod:`annotators` annotators and their login tokens (``add_annotator``, ``issue_token``, ``ensure_annotator``)
+- :mod:`sessions`   login sessions of the web app
 - :mod:`items`      adding comparisons (``add_comparisons``) and single completions
 - :mod:`labeling`   the queue: next item, submit, skip, undo, progress
 - :mod:`answers`    what an answer is, how it is checked, the refusals (re-exported by :mod:`labeling`)

@@ -27,6 +27,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from rlhfkit.data.preferences import pair_to_trl, unpaired_to_trl
 from rlhfkit.errors import RlhfkitError
 from rlhfkit.feedback import labeling
+from rlhfkit.feedback.annotators import AnnotatorInfo, annotator_by_token
 from rlhfkit.feedback.backend import StoreError
 from rlhfkit.feedback.config import FeedbackConfig
 from rlhfkit.feedback.export import preference_pairs, unpaired_labels
@@ -39,8 +40,9 @@ from rlhfkit.feedback.guard import (
 )
 from rlhfkit.feedback.labeling import Answer, ItemView, LabelingError
 from rlhfkit.feedback.security import csrf_matches, csrf_token, new_token
+from rlhfkit.feedback.sessions import create_session, end_session, session_annotator
 from rlhfkit.feedback.stats import compute_stats
-from rlhfkit.feedback.store import AnnotatorInfo, FeedbackStore
+from rlhfkit.feedback.store import FeedbackStore
 
 SESSION_COOKIE = "rlhfkit_session"
 LOGIN_CSRF_COOKIE = "rlhfkit_login_csrf"
@@ -137,7 +139,7 @@ def create_app(store: "FeedbackStore | str | Path", *, config: FeedbackConfig | 
 
     def session_of(request: Request) -> tuple[AnnotatorInfo | None, str]:
         token = request.cookies.get(SESSION_COOKIE, "")
-        user = the_store.session_annotator(token) if token else None
+        user = session_annotator(the_store, token) if token else None
         return user, token
 
     def refuse(status: int, message: str, user: AnnotatorInfo | None = None) -> HTMLResponse:
@@ -241,12 +243,12 @@ def create_app(store: "FeedbackStore | str | Path", *, config: FeedbackConfig | 
             return refuse(
                 403, "The login form expired or did not come from this site. Reload the login page."
             )
-        annotator = the_store.annotator_by_token(token.strip())
+        annotator = annotator_by_token(the_store, token.strip())
         if annotator is None:
             return render(
                 "login.html", status=401, login_csrf=expected, error="Unknown token. Check it and try again."
             )
-        session_token = the_store.create_session(annotator.id)
+        session_token = create_session(the_store, annotator.id)
         response = RedirectResponse("/label?notice=welcome", status_code=303)
         _set_cookie(response, SESSION_COOKIE, session_token, config, max_age=int(config.session_hours * 3600))
         response.delete_cookie(LOGIN_CSRF_COOKIE, path="/")
@@ -259,7 +261,7 @@ def create_app(store: "FeedbackStore | str | Path", *, config: FeedbackConfig | 
             return RedirectResponse("/login", status_code=303)
         if not check_csrf(token, csrf):
             return refuse(403, "Missing or wrong CSRF token; reload the page and try again.", user)
-        the_store.end_session(token)
+        end_session(the_store, token)
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(SESSION_COOKIE, path="/")
         return response

@@ -245,12 +245,15 @@ def _cmd_init(args: argparse.Namespace) -> int:
 
 
 def _cmd_add_annotator(args: argparse.Namespace) -> int:
-    with feedback_store().open(store_target(args)) as store:
+    store_class = feedback_store()
+    from rlhfkit.feedback.annotators import add_annotator, issue_token
+
+    with store_class.open(store_target(args)) as store:
         if args.new_token:
-            token = store.issue_token(args.name, admin=True if args.admin else None)
+            token = issue_token(store, args.name, admin=True if args.admin else None)
             print(f"new login token for {args.name} (the old one no longer works); it is shown only once:")
         else:
-            annotator, token = store.add_annotator(args.name, admin=args.admin)
+            annotator, token = add_annotator(store, args.name, admin=args.admin)
             role = "admin" if annotator.is_admin else "annotator"
             print(f"created {role} {annotator.name}; the login token is shown only once, keep it now:")
         print(token)

@@ -17,6 +17,7 @@ from typing import Any
 from rich.console import Console
 
 from rlhfkit.errors import RlhfkitError
+from rlhfkit.feedback.annotators import add_annotator, find_annotator, issue_token
 from rlhfkit.feedback.store import FeedbackStore
 
 PERSON = "you"
@@ -31,11 +32,11 @@ def decisive_labels(store: FeedbackStore) -> int:
 
 def login_token(store: FeedbackStore) -> str:
     """A fresh login token for the person (created on first use; a new token replaces the old one)."""
-    if store.annotator(PERSON) is None:
-        _, token = store.add_annotator(PERSON)
+    if find_annotator(store, PERSON) is None:
+        _, token = add_annotator(store, PERSON)
         assert token is not None  # humans always get a token
         return token
-    return store.issue_token(PERSON)
+    return issue_token(store, PERSON)
 
 
 def label_in_browser(store_path: str | Path, *, port: int = 8765, min_labels: int = 10, poll_seconds: float = 1.0,

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from rlhfkit.data.lexicon import LexiconJudge
 from rlhfkit.errors import RlhfkitError
 from rlhfkit.feedback import labeling
+from rlhfkit.feedback.annotators import ensure_annotator
 from rlhfkit.feedback.labeling import Answer, ItemView
 from rlhfkit.feedback.store import FeedbackStore
 
@@ -114,7 +115,7 @@ def simulate(
     if tie_rule not in TIE_RULES:
         raise RlhfkitError(f"unknown tie rule {tie_rule!r}; choose one of {', '.join(TIE_RULES)}")
     judge = judge or LexiconJudge()
-    annotators = [store.ensure_annotator(f"{name_prefix}-{i + 1}", "simulated") for i in range(n_annotators)]
+    annotators = [ensure_annotator(store, f"{name_prefix}-{i + 1}", "simulated") for i in range(n_annotators)]
     counts = {a.name: 0 for a in annotators}
     decisive = correct = 0
     active = list(zip(annotators, rates))

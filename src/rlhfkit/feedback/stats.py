@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from rlhfkit.data.agreement import agreement_with_majority, percent_agreement
 from rlhfkit.feedback.agreement import fleiss_kappa, krippendorff_alpha_nominal
+from rlhfkit.feedback.annotators import list_annotators
 from rlhfkit.feedback.export import live_labels
 from rlhfkit.feedback.labeling import SKIP
 from rlhfkit.feedback.models import Annotator, Item, Label, Retraction
@@ -149,7 +150,7 @@ def compute_stats(store: FeedbackStore) -> FeedbackStats:
     per_annotator = defaultdict(list)
     for r in records:
         per_annotator[r.annotator].append(r)
-    for info in store.annotators():
+    for info in list_annotators(store):
         name, kind = info.name, info.kind
         own = per_annotator.get(name, [])
         own_labels = [r for r in own if r.choice != SKIP]

@@ -16,16 +16,15 @@ Durability and concurrency
 from __future__ import annotations
 
 import random
-import re
 import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import TypeVar
 
-from sqlalchemy import Engine, inspect, select
+from sqlalchemy import Engine, inspect
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
@@ -43,13 +42,10 @@ from rlhfkit.feedback.backend import (
     translate_store_errors,
 )
 from rlhfkit.feedback.config import QUESTION_TYPES, FeedbackConfig
-from rlhfkit.feedback.models import SCHEMA_VERSION, Annotator, Base, LoginSession, Project
-from rlhfkit.feedback.security import hash_token, new_token
+from rlhfkit.feedback.models import SCHEMA_VERSION, Base, Project
 
 T = TypeVar("T")
 
-ANNOTATOR_KINDS = ("human", "simulated", "imported")
-_NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@+-]{0,99}$")
 
 
 def utcnow() -> datetime:
@@ -75,19 +71,6 @@ class ProjectInfo:
     """How many different annotators label an item before it is retired."""
     schema_version: int
     created_at: datetime
-
-
-@dataclass(frozen=True)
-class AnnotatorInfo:
-    id: int
-    name: str
-    kind: str
-    """``human``, ``simulated`` or ``imported``."""
-    is_admin: bool
-
-
-def _annotator_info(row: Annotator) -> AnnotatorInfo:
-    return AnnotatorInfo(id=row.id, name=row.name, kind=row.kind, is_admin=row.is_admin)
 
 
 class FeedbackStore:
@@ -269,146 +252,3 @@ class FeedbackStore:
                     raise busy_error(self.url, attempts, exc) from exc
             time.sleep(min(1.0, 0.02 * 2**attempt) * (0.5 + random.random()))
         raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
-
-    # ------------------------------------------------------------------------------------ annotators
-
-    def add_annotator(
-        self, name: str, *, admin: bool = False, kind: str = "human"
-    ) -> tuple[AnnotatorInfo, str | None]:
-        """Create an annotator; returns it and, for humans, its login token (shown once, stored hashed)."""
-        _check_name(name)
-        if kind not in ANNOTATOR_KINDS:
-            raise RlhfkitError(f"unknown annotator kind {kind!r}; choose one of {', '.join(ANNOTATOR_KINDS)}")
-        token = new_token() if kind == "human" else None
-
-        def work(session: Session) -> AnnotatorInfo:
-            if session.scalar(select(Annotator.id).where(Annotator.name == name)) is not None:
-                raise RlhfkitError(
-                    f"annotator {name!r} already exists; pick another name, or issue a new token for it "
-                    "with `rlhfkit feedback add-annotator NAME --new-token`"
-                )
-            row = Annotator(
-                name=name,
-                kind=kind,
-                is_admin=admin,
-                token_hash=hash_token(token) if token else None,
-                created_at=utcnow(),
-            )
-            session.add(row)
-            session.flush()
-            return _annotator_info(row)
-
-        try:
-            return self.write(work), token
-        except IntegrityError:  # a concurrent add of the same name won the race
-            raise RlhfkitError(f"annotator {name!r} already exists; pick another name") from None
-
-    def issue_token(self, name: str, *, admin: bool | None = None) -> str:
-        """A new login token for a human annotator; the previous token and its sessions stop working."""
-        token = new_token()
-
-        def work(session: Session) -> None:
-            row = session.scalar(select(Annotator).where(Annotator.name == name))
-            if row is None:
-                raise RlhfkitError(
-                    f"no annotator named {name!r}; create it with `rlhfkit feedback add-annotator {name}`"
-                )
-            if row.kind != "human":
-                raise RlhfkitError(f"annotator {name!r} is {row.kind}, not human, and cannot log in")
-            row.token_hash = hash_token(token)
-            if admin is not None:
-                row.is_admin = admin
-            for login in session.scalars(select(LoginSession).where(LoginSession.annotator_id == row.id)):
-                session.delete(login)
-
-        self.write(work)
-        return token
-
-    def ensure_annotator(self, name: str, kind: str) -> AnnotatorInfo:
-        """The annotator called ``name``, created (without a token) when missing; for scripts and imports."""
-        _check_name(name)
-        existing = self.annotator(name)
-        if existing is not None:
-            if existing.kind != kind:
-                raise RlhfkitError(f"annotator {name!r} already exists as {existing.kind}, not {kind}")
-            return existing
-        try:
-            return self.add_annotator(name, kind=kind)[0]
-        except RlhfkitError:
-            found = self.annotator(name)  # created concurrently by another process
-            if found is None:
-                raise
-            return found
-
-    def annotator(self, name: str) -> AnnotatorInfo | None:
-        row = self.read(lambda s: s.scalar(select(Annotator).where(Annotator.name == name)))
-        return _annotator_info(row) if row else None
-
-    def annotators(self) -> list[AnnotatorInfo]:
-        rows = self.read(lambda s: list(s.scalars(select(Annotator).order_by(Annotator.id))))
-        return [_annotator_info(r) for r in rows]
-
-    def annotator_by_token(self, token: str) -> AnnotatorInfo | None:
-        """The human annotator whose login token this is, or None."""
-        if not token or len(token) > 200:
-            return None
-        digest = hash_token(token)
-        row = self.read(lambda s: s.scalar(select(Annotator).where(Annotator.token_hash == digest)))
-        return _annotator_info(row) if row and row.kind == "human" else None
-
-    # -------------------------------------------------------------------------------------- sessions
-
-    def create_session(self, annotator_id: int) -> str:
-        """A new login session for the annotator; returns its token (for the session cookie)."""
-        token = new_token()
-        now = utcnow()
-
-        def work(session: Session) -> None:
-            # Expired sessions are garbage; clearing them on login keeps the table small.
-            for old in session.scalars(select(LoginSession).where(LoginSession.expires_at < now)):
-                session.delete(old)
-            session.add(
-                LoginSession(
-                    token_hash=hash_token(token),
-                    annotator_id=annotator_id,
-                    created_at=now,
-                    expires_at=now + timedelta(hours=self.config.session_hours),
-                )
-            )
-
-        self.write(work)
-        return token
-
-    def session_annotator(self, session_token: str) -> AnnotatorInfo | None:
-        """The annotator logged in with this session token, or None when unknown or expired."""
-        if not session_token or len(session_token) > 200:
-            return None
-        digest = hash_token(session_token)
-
-        def work(session: Session) -> Annotator | None:
-            login = session.scalar(select(LoginSession).where(LoginSession.token_hash == digest))
-            if login is None or login.expires_at < utcnow():
-                return None
-            return session.get(Annotator, login.annotator_id)
-
-        row = self.read(work)
-        return _annotator_info(row) if row else None
-
-    def end_session(self, session_token: str) -> None:
-        """Log out: the session token stops working."""
-        digest = hash_token(session_token or "")
-
-        def work(session: Session) -> None:
-            login = session.scalar(select(LoginSession).where(LoginSession.token_hash == digest))
-            if login is not None:
-                session.delete(login)
-
-        self.write(work)
-
-
-def _check_name(name: str) -> None:
-    if not isinstance(name, str) or not _NAME_PATTERN.match(name):
-        raise RlhfkitError(
-            f"annotator name {name!r} is not allowed; use 1-100 letters, digits and _ . : @ + - "
-            "starting with a letter or digit"
-        )
