@@ -64,7 +64,11 @@ def test_chunked_encoder_gives_the_whole_batch_encoder_output_on_real_tokens():
         chunked = encoder(ids, mask)
     assert chunked.shape == whole.shape and len(encoder.kept) == 3
     real = mask.bool()
-    assert torch.allclose(chunked[real], whole[real], atol=1e-5)
+    # Trimmed chunks are other matrix shapes, so the products round differently: the outputs agree up to float32
+    # rounding relative to their scale, a few ulps of max|h| (measured 3.1 ulps, 1.4e-6 of 3.8). ULPS = 64 of them,
+    # the budget of test_decoding.py (2.9e-5); a chunk that attended to its padding would be off by 3.5.
+    tolerance = 64 * torch.finfo(torch.float32).eps * whole[real].abs().max()
+    assert (chunked[real] - whole[real]).abs().max() <= tolerance
     for i in range(0, len(PROMPTS), 3):  # columns where every row of a chunk is padding hold zeros
         width = int(mask[i : i + 3].sum(1).max())
         assert chunked[i : i + 3, width:].abs().sum() == 0
