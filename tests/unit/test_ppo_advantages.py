@@ -9,6 +9,20 @@ from rlhfkit.algos.ppo.advantages import gae_advantages, last_valid_index, no_eo
 from rlhfkit.core.masked import masked_mean, masked_sum, masked_var, masked_whiten
 
 NAN = float("nan")
+EPS32 = torch.finfo(torch.float32).eps
+EPS64 = torch.finfo(torch.float64).eps
+
+
+def _float32_error(actual: torch.Tensor, expected: list) -> float:
+    """max |actual − expected|, with the hand-worked ``expected`` kept in float64 (not rounded to float32 first)."""
+    return float((actual.double() - torch.tensor(expected, dtype=torch.float64)).abs().max())
+
+
+def _tolerance(roundings: int, scale: float, eps: float = EPS32) -> float:
+    """A bound on the error of ``roundings`` rounded operations on values of magnitude ≤ ``scale``: each is off by at
+    most half an ulp, eps/2 · scale, and an error carried into a sum or difference is not enlarged. One eps per
+    rounding leaves a factor 2 (for an input rounded on its way in, such as β = 0.1 to float32)."""
+    return roundings * eps * scale
 
 
 def _pad(x: torch.Tensor, mask: torch.Tensor, extra: int, fill: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -30,8 +44,9 @@ def test_per_token_rewards_by_hand_with_different_row_lengths() -> None:
     # β = 0.1. Row 0 (3 tokens): −0.05, −0.1, −0.2 + 3 = 2.8, then padding 0.
     #          Row 1 (2 tokens): −0.1, +0.1 − 1 = −0.9 (k1 was negative there), then 0, 0.
     rewards = per_token_rewards(scores, kl, mask, beta=0.1)
-    expected = torch.tensor([[-0.05, -0.1, 2.8, 0.0], [-0.1, -0.9, 0.0, 0.0]])
-    assert torch.allclose(rewards, expected)
+    expected = [[-0.05, -0.1, 2.8, 0.0], [-0.1, -0.9, 0.0, 0.0]]
+    # β rounded to float32, β·kl, − and + score: 3 roundings of values ≤ 3.2 (measured: 0.4 ulp of 1)
+    assert _float32_error(rewards, expected) <= _tolerance(3, 3.2)
 
 
 def test_per_token_rewards_ignore_padding_garbage() -> None:
@@ -44,7 +59,7 @@ def test_per_token_rewards_ignore_padding_garbage() -> None:
     assert torch.equal(padded[:, :2], base)
     assert torch.equal(padded[:, 2:], torch.zeros(2, 3))
     # the masked second token of row 1 holds −1.0 but earns nothing; the score sits on token 0
-    assert torch.allclose(base, torch.tensor([[-0.1, 0.8], [1.8, 0.0]]))
+    assert _float32_error(base, [[-0.1, 0.8], [1.8, 0.0]]) <= _tolerance(3, 2.2)  # as above, values ≤ 2.2
 
 
 def test_single_token_response_and_beta_zero() -> None:
@@ -75,8 +90,9 @@ def test_last_valid_index() -> None:
 def test_no_eos_penalty() -> None:
     scores = torch.tensor([1.0, 2.0, -0.5])
     ended = torch.tensor([True, False, False])
-    assert torch.allclose(no_eos_penalty(scores, ended, 1.0), torch.tensor([1.0, 1.0, -1.5]))
-    assert torch.allclose(
+    # sums of halves and integers are exact in float32: equal bit for bit
+    assert torch.equal(no_eos_penalty(scores, ended, 1.0), torch.tensor([1.0, 1.0, -1.5]))
+    assert torch.equal(
         no_eos_penalty(scores, ended, -1.0, mode="replace"), torch.tensor([1.0, -1.0, -1.0])
     )
     with pytest.raises(ValueError, match="must be >= 0"):
@@ -98,9 +114,10 @@ def test_gae_gamma_lambda_one_is_reward_to_go_minus_value() -> None:
     values = torch.tensor([[0.5, 1.0, 1.5], [2.0, 3.0, 99.0]])
     mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
     adv, ret = gae_advantages(rewards, values, mask, gamma=1.0, lam=1.0)
-    assert torch.allclose(adv, torch.tensor([[5.5, 4.0, 1.5], [3.0, -2.0, 0.0]]))
+    # sums of halves and small integers, times γ = λ = 1: exact in float32, so equal bit for bit
+    assert torch.equal(adv, torch.tensor([[5.5, 4.0, 1.5], [3.0, -2.0, 0.0]]))
     # returns = A + V = reward-to-go on valid tokens, 0 on padding
-    assert torch.allclose(ret, torch.tensor([[6.0, 5.0, 3.0], [5.0, 1.0, 0.0]]))
+    assert torch.equal(ret, torch.tensor([[6.0, 5.0, 3.0], [5.0, 1.0, 0.0]]))
 
 
 def test_gae_discounting_by_hand() -> None:
@@ -110,8 +127,9 @@ def test_gae_discounting_by_hand() -> None:
     adv, ret = gae_advantages(
         torch.tensor([[0.0, 1.0]]), torch.tensor([[1.0, 2.0]]), torch.ones(1, 2), 0.5, 0.5
     )
-    assert torch.allclose(adv, torch.tensor([[-0.25, -1.0]]))
-    assert torch.allclose(ret, torch.tensor([[0.75, 1.0]]))
+    # γ = λ = 0.5 are powers of two: every step is exact in float32
+    assert torch.equal(adv, torch.tensor([[-0.25, -1.0]]))
+    assert torch.equal(ret, torch.tensor([[0.75, 1.0]]))
 
 
 def _slow_gae(rewards, values, lengths, gamma, lam):
@@ -140,8 +158,14 @@ def test_gae_matches_slow_reference_on_random_rows_of_different_lengths() -> Non
         mask[b, :n] = 1.0
     adv, ret = gae_advantages(rewards, values, mask, gamma=0.9, lam=0.8)
     ref_adv, ref_ret = _slow_gae(rewards, values, lengths, 0.9, 0.8)
-    assert torch.allclose(adv, ref_adv, atol=1e-12)
-    assert torch.allclose(ret, ref_ret, atol=1e-12)
+    # Both in float64, summing the same terms in other orders. Every term and partial sum is at most
+    # Σ_l (γλ)^l max|δ| ≤ max|δ|/(1 − γλ), with |δ| ≤ max|r| + (1 + γ)·max|V|; each of the ≤ 4 roundings per token
+    # over T = 10 tokens (δ, the product, the sum, + V) stays within half an ulp of that, on each side: 4.6e-13
+    # here (measured: 4.4e-16, two ulps of the largest A); λ = 0.81 instead of 0.8 is off by 0.035.
+    largest = float(rewards.abs().max() + 1.9 * values.abs().max()) / (1 - 0.9 * 0.8)
+    tolerance = 2 * _tolerance(4 * 10, largest, EPS64)
+    assert (adv - ref_adv).abs().max() <= tolerance
+    assert (ret - ref_ret).abs().max() <= tolerance
 
 
 def test_gae_padding_garbage_changes_nothing() -> None:
@@ -189,8 +213,8 @@ def test_masked_mean_sum_var_by_hand() -> None:
     # valid values 1, 2, 3: sum 6, mean 2, unbiased var ((1)² + 0 + (1)²)/2 = 1, biased 2/3
     assert masked_sum(X, M).item() == 6.0
     assert masked_mean(X, M).item() == 2.0
-    assert masked_var(X, M).item() == pytest.approx(1.0)
-    assert masked_var(X, M, unbiased=False).item() == pytest.approx(2 / 3)
+    assert masked_var(X, M).item() == 1.0  # centred values −1, 0, 1: every step exact
+    assert masked_var(X, M, unbiased=False).item() == pytest.approx(2 / 3, rel=EPS32)  # one rounding: 2/3
     # per row: (1 + 2)/2 = 1.5 and 3/1 = 3
     assert torch.equal(masked_mean(X, M, dim=1), torch.tensor([1.5, 3.0]))
 
@@ -215,8 +239,14 @@ def test_masked_whiten_gives_zero_mean_unit_std_on_valid_tokens() -> None:
     mask = (torch.arange(12) < lengths[:, None]).float()
     w = masked_whiten(x, mask)
     valid = w[mask.bool()]
-    assert valid.mean().item() == pytest.approx(0.0, abs=1e-5)
-    assert valid.std().item() == pytest.approx(1.0, abs=1e-5)  # unbiased std, as whitened
+    # Float32 sums of the n = 52 valid values may be off by n·u·Σ|x| (u = EPS32/2): the mean by n·u·max|x|, which
+    # moves each w = (x − mean)/s by n·u·max|x|/s, and the variance by a relative n·u, which moves w by n·u·|w|/2;
+    # the mean and std of the w's are themselves float32 sums of n values ≤ max|w|. n·EPS32·(max|x|/s + max|w|)
+    # covers all of it: 3.0e-5 here (measured: 4e-8 and 0). A biased variance would give std 1.0097.
+    x_valid = x[mask.bool()]
+    tolerance = len(x_valid) * EPS32 * float(x_valid.abs().max() / x_valid.std() + valid.abs().max())
+    assert valid.mean().item() == pytest.approx(0.0, abs=tolerance)
+    assert valid.std().item() == pytest.approx(1.0, abs=tolerance)  # unbiased std, as whitened
     assert (w[~mask.bool()] == 0).all()
     # garbage in the padding changes nothing
     dirty = torch.where(mask.bool(), x, torch.tensor(NAN))
@@ -228,4 +258,5 @@ def test_masked_whiten_without_shift_keeps_the_mean() -> None:
     mask = torch.tensor([[1, 1, 1, 0]])
     # mean 2, unbiased std 1: (x − 2)/1 + 2 = x on the valid tokens
     w = masked_whiten(x, mask, shift_mean=False)
-    assert torch.allclose(w, torch.tensor([[1.0, 2.0, 3.0, 0.0]]), atol=1e-6)
+    # (x − mean), rsqrt(var + eps), ×, + mean: 4 roundings of values ≤ 3 (measured: exact)
+    assert _float32_error(w, [[1.0, 2.0, 3.0, 0.0]]) <= _tolerance(4, 3.0)
