@@ -61,6 +61,8 @@ def test_length_sorting_reduces_padding_and_order_is_shuffled():
     indexed, _, lengths = _pairs(n_prompts=200, per_prompt=1)
     sorted_batches = pair_batches(indexed, lengths, batch_size=16, seed=0, length_sorted=True)
     random_batches = pair_batches(indexed, lengths, batch_size=16, seed=0, length_sorted=False)
+    # measured 0.10 (0.09-0.11 over the seeds 0-4 of _pairs): a fixed, seeded number; 0.3 leaves room for a change of
+    # the batching's own draws, while unsorted batches are 1.0 by definition
     assert _padding(sorted_batches, lengths) < 0.3 * _padding(random_batches, lengths)
     longest = [max(lengths[t] for t in b.texts) for b in sorted_batches]
     assert longest != sorted(longest)  # batches are not served shortest first

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -102,6 +103,9 @@ def test_corpus_is_deterministic_by_seed():
 def test_corpus_is_varied_and_mostly_passes_the_labs_filter():
     corpus = generate_corpus(2000, 0.3, seed=0)
     assert {e.topic for e in corpus} == set(TOPICS)
+    # Seeded, so these are fixed numbers, not draws; the bounds leave room for a change to the generator's draws.
+    # Measured over seeds 0..4: distinct dialogues 99.5-99.7 %, distinct summaries 84-86 %, kept 93.7-94.8 %.
+    # A kept share p ~ 0.94 of 2000 has binomial standard error 0.5 %: 0.85 and 1.0 are more than 10 of them away.
     assert len({e.dialogue for e in corpus}) > 0.95 * len(corpus)
     assert len({e.summary for e in corpus}) > 0.7 * len(corpus)
     kept = sum(200 < len(e.dialogue) <= 1000 for e in corpus) / len(corpus)
@@ -116,7 +120,11 @@ def test_toxic_fraction_is_honoured_and_the_judge_sees_every_insult(fraction):
     corpus = generate_corpus(1000, fraction, seed=1)
     judge = LexiconJudge()
     share = sum(e.toxic for e in corpus) / len(corpus)
-    assert abs(share - fraction) < 0.05
+    # Each example is toxic with probability `fraction`, independently: the share's binomial standard error is
+    # sqrt(f(1-f)/n) (0.0145 at f = 0.3, n = 1000; 0 at f = 0 and 1, where the share is exact). Five of them:
+    # P(|Z| > 5) = 6e-7, so a change to the seeded draws cannot fail this by chance (measured: 0.293 at f = 0.3),
+    # while a fraction that is ignored or inverted (0.5, 0.7 at f = 0.3) is 14 or more standard errors off.
+    assert abs(share - fraction) <= 5 * math.sqrt(fraction * (1 - fraction) / len(corpus))
     for e in corpus:
         assert judge.is_toxic(e.summary) == e.toxic, e.summary
         assert not judge.is_toxic(e.dialogue)  # the dialogues themselves are clean
