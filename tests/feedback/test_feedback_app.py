@@ -105,6 +105,22 @@ def test_pages_need_a_session(store: FeedbackStore) -> None:
     assert client.get("/admin/export/pairs.jsonl").status_code == 401
 
 
+def test_session_and_csrf_are_checked_before_the_other_fields(store: FeedbackStore, tokens: dict[str, str]) -> None:
+    # One dependency (feedback.access.signed_in) runs before the route's fields are validated: a post that
+    # is both unauthenticated (or forged) and malformed is refused for who sent it, not for what it holds.
+    malformed = {"item_id": "abc", "client_id": "has spaces"}
+    client = client_for(store)
+    for path in ("/label", "/skip", "/undo"):
+        assert client.post(path, data={**malformed, "csrf_token": "x"}).status_code == 401, path
+    assert client.get("/admin/export/pairs.jsonl", params={"aggregate": "bogus"}).status_code == 401
+    login(client, tokens["alice"])
+    for path in ("/label", "/skip", "/undo"):
+        assert client.post(path, data={**malformed, "csrf_token": "0" * 64}).status_code == 403, path
+    assert client.get("/admin/export/pairs.jsonl", params={"aggregate": "bogus"}).status_code == 403
+    assert client.post("/skip", data={"csrf_token": "0" * 64}).status_code == 403
+    assert live_labels(store, include_skips=True) == []
+
+
 def test_logout_ends_the_session(store: FeedbackStore, tokens: dict[str, str]) -> None:
     client = client_for(store)
     page = login(client, tokens["alice"])

@@ -20,6 +20,9 @@ Modules (import what you need; only :mod:`agreement` works without the ``feedbac
 - :mod:`stats`      counts, agreement and per-annotator figures
 - :mod:`simulate`   scripted annotators judged by the toxicity lexicon
 - :mod:`app`        the FastAPI app (``create_app``)
+- :mod:`routes`     the app's routes, on one ``APIRouter``
+- :mod:`access`     session and CSRF checks as FastAPI dependencies (``signed_in``, ``admin``)
+- :mod:`pages`      templates, key bindings and the labeling page
 - :mod:`guard`      what every response gets: the body cap and the security headers
 - :mod:`cli`        ``rlhfkit feedback ...``
 """
