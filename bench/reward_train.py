@@ -63,7 +63,7 @@ def write_pairs(dialogues: int, folder: Path) -> tuple[Path, Path]:
 
 def run_rlhfkit(backbone: str, train: Path, test: Path, args: argparse.Namespace, out: Path) -> dict:
     from rlhfkit.config import load_config
-    from rlhfkit.rewards.config import RewardTrainConfig
+    from rlhfkit.config import RewardTrainConfig
     from rlhfkit.rewards.reward_model import load_reward_model
     from rlhfkit.rewards.train import run_reward_training
 

@@ -29,12 +29,11 @@ from typing import Any, Callable, Sequence
 from rich.console import Console
 from rich.table import Table
 
-from rlhfkit.config import Config, load_config, replace, to_yaml
+from rlhfkit.config import Config, RewardSpec, RewardTrainConfig, load_config, replace, to_yaml
 from rlhfkit.data.lexicon import LexiconJudge
 from rlhfkit.errors import ConfigError
 from rlhfkit.io import write_json_atomic
 from rlhfkit.models.presets import ensure_preset
-from rlhfkit.rewards.config import RewardSpec, RewardTrainConfig
 
 
 @dataclass(frozen=True)

@@ -8,10 +8,10 @@ import warnings
 import pytest
 import torch
 
+from rlhfkit.config import RewardConfig, RewardSpec
 from rlhfkit.data.synthetic import generate_corpus
 from rlhfkit.errors import RlhfkitError
 from rlhfkit.rewards.classifier import ClassifierReward, resolve_label
-from rlhfkit.rewards.config import RewardConfig, RewardSpec
 from rlhfkit.rewards.factory import build_reward
 
 SUMMARIES = [e.summary for e in generate_corpus(size=40, toxic_fraction=0.5, seed=5)]

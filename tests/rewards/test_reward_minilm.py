@@ -12,9 +12,8 @@ import os
 
 import pytest
 
-from rlhfkit.config import load_config
+from rlhfkit.config import RewardTrainConfig, load_config
 from rlhfkit.errors import RlhfkitError
-from rlhfkit.rewards.config import RewardTrainConfig
 from rlhfkit.rewards.synthetic_pairs import make_synthetic_pairs
 from rlhfkit.rewards.tiny_backbones import minilm_path
 from rlhfkit.rewards.train import run_reward_training

@@ -7,9 +7,8 @@ import math
 
 import pytest
 
-from rlhfkit.config import load_config
+from rlhfkit.config import RewardConfig, RewardSpec, RewardTrainConfig, load_config
 from rlhfkit.errors import RlhfkitError
-from rlhfkit.rewards.config import RewardConfig, RewardSpec, RewardTrainConfig
 from rlhfkit.rewards.factory import build_reward
 from rlhfkit.rewards.train import run_reward_training
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from rlhfkit.config import RewardSpec
 from rlhfkit.data.lexicon import LexiconJudge
 from rlhfkit.errors import RlhfkitError
 from rlhfkit.rewards.base import Reward, check_inputs, check_scores
-from rlhfkit.rewards.config import RewardSpec
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,7 @@ def _cmd_make_pairs(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from rlhfkit.config import load_config, replace
     from rlhfkit.engine.distributed import is_main_process
-    from rlhfkit.rewards.config import RewardTrainConfig
+    from rlhfkit.config import RewardTrainConfig
     from rlhfkit.rewards.train import run_reward_training
 
     if args.explain:
@@ -107,7 +107,7 @@ def format_training_summary(result: Any) -> str:
 
 
 def _reward_from_args(args: argparse.Namespace) -> Any:
-    from rlhfkit.rewards.config import RewardConfig, RewardSpec
+    from rlhfkit.config import RewardConfig, RewardSpec
     from rlhfkit.rewards.factory import build_reward
 
     chosen = [x for x in (args.reward_model, args.classifier, args.config or None) if x]

@@ -1,4 +1,4 @@
-"""From a :class:`~rlhfkit.rewards.config.RewardConfig` to one callable :class:`Reward`.
+"""From a :class:`~rlhfkit.config.RewardConfig` to one callable :class:`Reward`.
 
 Each spec becomes its base reward, then its normalisation, then its clipping; the terms are summed with
 their weights (a single term of weight 1 is returned as it is), and the sum is clipped when asked.
@@ -6,9 +6,9 @@ their weights (a single term of weight 1 is returned as it is), and the sum is c
 
 from __future__ import annotations
 
+from rlhfkit.config import RewardConfig, RewardSpec
 from rlhfkit.errors import RlhfkitError
 from rlhfkit.rewards.base import Reward
-from rlhfkit.rewards.config import RewardConfig, RewardSpec
 from rlhfkit.rewards.transforms import Clipped, Normalized, RunningNormalized, WeightedSum
 
 

@@ -59,7 +59,7 @@ from rlhfkit.rewards.batching import (
     shard_label_batch,
     shard_pair_batch,
 )
-from rlhfkit.rewards.config import RewardTrainConfig
+from rlhfkit.config import RewardTrainConfig
 from rlhfkit.rewards.encoding import (
     Encoded,
     classifier_logits,

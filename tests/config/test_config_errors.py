@@ -16,9 +16,8 @@ import sys
 import pytest
 
 from rlhfkit.cli import EXIT_USER_ERROR, main
-from rlhfkit.config import Config, load_config
+from rlhfkit.config import Config, RewardConfig, load_config
 from rlhfkit.errors import ConfigError
-from rlhfkit.rewards.config import RewardConfig
 
 REWARD_MODEL = "reward:\n  rewards:\n    - kind: reward_model\n      path: runs/reward\n"
 
