@@ -84,12 +84,13 @@ def test_demo_runs_every_stage_then_reuses_and_recovers(tmp_path, capsys, monkey
 def test_demo_human_mode_waits_for_a_person(tmp_path, capsys, monkeypatch):
     """--human: fewer pairs, a person's labels instead of the simulation (the app itself: test_feedback_human)."""
     from rlhfkit.feedback import human, labeling
+    from rlhfkit.feedback.annotators import ensure_annotator
     from rlhfkit.feedback.labeling import Answer
     from rlhfkit.feedback.store import FeedbackStore
 
     def person_labels_everything(store_path, **kwargs):
         with FeedbackStore.open(store_path) as store:
-            you = store.ensure_annotator("you", "human")
+            you = ensure_annotator(store, "you", "human")
             while (view := labeling.next_item(store, you.id)) is not None:
                 better = "first" if len(view.candidates[0]) <= len(view.candidates[1]) else "second"
                 labeling.submit(store, you.id, view.item_id, Answer(better, 2), client_id=f"c{view.item_id}")

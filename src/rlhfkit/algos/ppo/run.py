@@ -145,7 +145,7 @@ def run_ppo(cfg: Config, reward: Reward | None = None, resume: bool = False, pro
             stats = ppo_step(trainer, ppo, cfg.generation, cfg.run.seed, step)
             if stats.get("skipped"):
                 skipped += 1
-                why = (f"{stats['score/nonfinite']:.0f} reward score(s) NaN, inf or beyond float32's range"
+                why = (f"{stats['score/nonfinite']:.0f} non-finite reward score(s) (NaN, inf or beyond float32's range)"
                        if stats["score/nonfinite"] else "the update made the weights or gradient norm NaN or inf, "
                        "so it was rolled back")  # fmt: skip
                 warnings.warn(f"PPO step {step + 1}: {why}; the step was skipped ({skipped} so far).", stacklevel=1)
