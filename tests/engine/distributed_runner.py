@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))  # the PPO reward below is `ppo_runner:vowel_share`
+sys.path.insert(0, str(HERE.parent / "algos" / "ppo"))  # the PPO reward below is `ppo_runner:vowel_share`
 
 # Batch sizes are global: 16 per step on one process, 2 × 8 on two. Dropout is off (lora.dropout=0; the tiny
 # presets have none and the reward backbone's is switched off), so no random mask differs between the runs.

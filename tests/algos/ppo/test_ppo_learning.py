@@ -20,7 +20,7 @@ from rlhfkit.data.loading import load_dialogues
 from rlhfkit.eval.evaluate import prompt_seed, sample_policy
 from rlhfkit.rewards.simple import LexiconReward
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 DATA = ["data.synthetic.size=1000", "data.test_size=0.2"]  # 800 prompts to train on, 200 held out
 SFT = ["sft.max_steps=80", "sft.eval_examples=16", "generation.max_new_tokens=40"]
 PPO = [

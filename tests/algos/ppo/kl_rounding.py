@@ -3,7 +3,7 @@
 A policy measured against itself (PPO's first step, `rlhfkit eval`'s reference policy) compares log-probs from the
 sampling pass (KV cache, its own batch shapes) with those of a teacher-forced pass. Each pair agrees up to float32
 rounding relative to the largest tempered logit of its position: within ULPS = 64 ulps of max|z/T|, the budget that
-tests/unit/test_decoding.py argues and measures (up to 6 ulps seen). A sequence KL sums at most ``max_tokens`` such
+tests/rollout/test_decoding.py argues and measures (up to 6 ulps seen). A sequence KL sums at most ``max_tokens`` such
 differences, and a mean over sequences is no larger than its largest term, so
 
     |mean sequence KL| <= max_tokens · ULPS · EPS32 · L,   L >= max|z/T| at every position.
