@@ -33,7 +33,10 @@ def vowel_share(prompts: list[str], responses: list[str]) -> list[float]:
 
 
 def fingerprint(preset: str, seed: int, steps: int, precision: str, root: Path) -> dict:
-    from rlhfkit import run_ppo
+    try:
+        from rlhfkit import run_ppo
+    except ImportError:  # commits before the engine/algos split (59b9372) kept it in train/ppo.py
+        from rlhfkit.train.ppo import run_ppo
     from rlhfkit.config import load_config, replace
     from rlhfkit.rewards.simple import CallableReward
 
