@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils.data import DataLoader
@@ -40,6 +41,10 @@ from rlhfkit.models.loading import LoadedModel, load_base_model
 from rlhfkit.models.lora import attach_lora, save_adapter, trainable_parameters
 from rlhfkit.rollout.generation import generate
 
+if TYPE_CHECKING:
+    from datasets import Dataset
+    from transformers import PreTrainedTokenizerBase
+
 IGNORE_INDEX = -100  # label value that cross-entropy skips (prompt tokens of decoder-only models, padding)
 
 
@@ -60,7 +65,7 @@ class SFTResult:
 # Tokenization and batching
 
 
-def tokenize_pair(tokenizer: Any, prompt: str, summary: str, is_encoder_decoder: bool, max_source: int,
+def tokenize_pair(tokenizer: PreTrainedTokenizerBase, prompt: str, summary: str, is_encoder_decoder: bool, max_source: int,
                   max_target: int) -> dict[str, list[int]]:  # fmt: skip
     """Token ids and labels for one example.
 
@@ -95,7 +100,7 @@ def collate(features: Sequence[dict[str, list[int]]], pad_id: int, left_pad: boo
     return batch
 
 
-def _tokenized(data: Any, loaded: LoadedModel, cfg: Config) -> list[dict[str, list[int]]]:
+def _tokenized(data: Dataset, loaded: LoadedModel, cfg: Config) -> list[dict[str, list[int]]]:
     tok, enc_dec, s = loaded.tokenizer, loaded.is_encoder_decoder, cfg.sft
     return [tokenize_pair(tok, p, t, enc_dec, s.max_source_tokens, s.max_target_tokens) for p, t in zip(data["prompt"], data["summary"])]  # noqa: E501
 
@@ -120,7 +125,7 @@ def token_loss_sum(logits: torch.Tensor, labels: torch.Tensor, is_encoder_decode
     return total, int((flat_labels != IGNORE_INDEX).sum())
 
 
-def _forward(model: Any, batch: dict[str, torch.Tensor], is_encoder_decoder: bool) -> tuple[torch.Tensor, int]:
+def _forward(model: torch.nn.Module, batch: dict[str, torch.Tensor], is_encoder_decoder: bool) -> tuple[torch.Tensor, int]:
     # T5 builds its decoder inputs from the labels; a decoder-only model needs none (and computes no loss of its own)
     inputs = batch if is_encoder_decoder else {k: v for k, v in batch.items() if k != "labels"}
     return token_loss_sum(model(**inputs).logits, batch["labels"], is_encoder_decoder)
@@ -131,7 +136,7 @@ def _forward(model: Any, batch: dict[str, torch.Tensor], is_encoder_decoder: boo
 
 
 @torch.no_grad()
-def evaluation_loss(model: Any, batches: list[dict[str, torch.Tensor]], device: torch.device,
+def evaluation_loss(model: torch.nn.Module, batches: list[dict[str, torch.Tensor]], device: torch.device,
                     is_encoder_decoder: bool) -> tuple[float, int]:  # fmt: skip
     """(summed cross-entropy, labelled tokens) over ``batches``, with dropout off."""
     was_training = model.training

@@ -14,9 +14,11 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
 
 from rlhfkit.algos.ppo.step import Trainer, ppo_step
 from rlhfkit.config import Config, PPOConfig, save_config
@@ -42,6 +44,9 @@ from rlhfkit.models.value_head import attach_value_head
 from rlhfkit.rewards.base import Reward
 from rlhfkit.rollout.experience import PromptStream
 from rlhfkit.rollout.generation import check_prompts
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
 
 # Settings that may change between a run and its resumption without changing what was computed so far.
 RESUMABLE_CHANGES = {"ppo.steps", "ppo.save_every", "ppo.keep_checkpoints", "ppo.sample_every", "ppo.tensorboard"}
@@ -180,8 +185,9 @@ def run_ppo(cfg: Config, reward: Reward | None = None, resume: bool = False, pro
 # Saving and restoring
 
 
-def _save(out: Path, step: int, policy: Policy, optimizer: Any, scheduler: Any, controller: KLController,
-          skipped: int, keep: int, reward: Reward, accelerator: Any) -> None:  # fmt: skip
+def _save(out: Path, step: int, policy: Policy, optimizer: Optimizer, scheduler: LRScheduler,
+          controller: KLController, skipped: int, keep: int, reward: Reward,
+          accelerator: Accelerator) -> None:  # fmt: skip
     """Checkpoint ``step``. Every process calls it (it gathers each one's RNG and reward state); the main one writes."""
     from rlhfkit.rewards.transforms import running_normalizers
 
@@ -196,8 +202,9 @@ def _save(out: Path, step: int, policy: Policy, optimizer: Any, scheduler: Any, 
     accelerator.wait_for_everyone()
 
 
-def _restore(out: Path, policy: Policy, optimizer: Any, scheduler: Any, controller: KLController,
-             metrics: MetricsWriter, reward: Reward, accelerator: Any) -> tuple[int, int]:  # fmt: skip
+def _restore(out: Path, policy: Policy, optimizer: Optimizer, scheduler: LRScheduler,
+             controller: KLController, metrics: MetricsWriter, reward: Reward,
+             accelerator: Accelerator) -> tuple[int, int]:  # fmt: skip
     from rlhfkit.rewards.transforms import running_normalizers
 
     found = list_checkpoints(out)

@@ -24,9 +24,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
 
 from rlhfkit.algos.ppo.advantages import gae_advantages, no_eos_penalty, per_token_rewards
 from rlhfkit.algos.ppo.losses import clipped_policy_loss, clipped_value_loss
@@ -57,6 +59,9 @@ from rlhfkit.rollout.experience import (
     sample_response_length,
     score_responses,
 )
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
 
 ReduceSum = Callable[[Any], torch.Tensor]
 """A sum over processes (all-reduce), so whitening uses the statistics of the whole batch."""
@@ -104,8 +109,8 @@ def advantages_and_returns(rewards: torch.Tensor, values: torch.Tensor, mask: to
     return masked_whiten(advantages, mask, reduce_sum=reduce_sum), returns
 
 
-def update_policy(model: Any, optimizer: Any, scheduler: Any, accelerator: Any, batch: PPOBatch, ppo: PPOConfig,
-                  temperature: float, seed: int) -> dict[str, float]:  # fmt: skip
+def update_policy(model: torch.nn.Module, optimizer: Optimizer, scheduler: LRScheduler, accelerator: Accelerator,
+                  batch: PPOBatch, ppo: PPOConfig, temperature: float, seed: int) -> dict[str, float]:  # fmt: skip
     """ppo_epochs over reshuffled mini-batches with micro-batch accumulation; returns statistics.
 
     ``batch`` holds this process's rows; each mini-batch takes mini_batch_size / N of them on each of the
@@ -170,8 +175,9 @@ def update_policy(model: Any, optimizer: Any, scheduler: Any, accelerator: Any, 
     return out
 
 
-def micro_step(model: Any, accelerator: Any, batch: PPOBatch, idx: torch.Tensor, ppo: PPOConfig,
-               temperature: float, device: torch.device, scale: float) -> tuple[dict[str, float], float]:  # fmt: skip
+def micro_step(model: torch.nn.Module, accelerator: Accelerator, batch: PPOBatch, idx: torch.Tensor,
+               ppo: PPOConfig, temperature: float, device: torch.device,
+               scale: float) -> tuple[dict[str, float], float]:  # fmt: skip
     """Forward + backward of one micro-batch through the (possibly DDP-wrapped) policy ``model``.
 
     The loss is the micro-batch's token mean times its token count times ``scale``: its share of the
@@ -228,7 +234,7 @@ def batch_statistics(batch: PPOBatch, beta: float) -> dict[str, float]:
     }
 
 
-def gathered(accelerator: Any, batch: PPOBatch) -> PPOBatch:
+def gathered(accelerator: Accelerator, batch: PPOBatch) -> PPOBatch:
     """The step's whole batch (every process's rows, in process order) for statistics; texts are left out."""
     if accelerator.num_processes == 1:
         return batch
@@ -254,10 +260,10 @@ class Trainer:
     """What a PPO step works on; built once by :func:`rlhfkit.algos.ppo.run.run_ppo`."""
 
     policy: Policy  # with a value head
-    model: Any  # the policy as Accelerate prepared it (DDP / DeepSpeed / FSDP wrapper, or the policy)
-    optimizer: Any
-    scheduler: Any
-    accelerator: Any
+    model: torch.nn.Module  # the policy as Accelerate prepared it (DDP / DeepSpeed / FSDP wrapper, or the policy)
+    optimizer: Optimizer  # as Accelerate prepared it (an AcceleratedOptimizer is one)
+    scheduler: LRScheduler
+    accelerator: Accelerator
     controller: KLController
     reward: Reward
     stream: PromptStream
