@@ -1,10 +1,12 @@
-"""The core commands work without the optional extras; a command that needs one names it."""
+"""The core commands work without the optional extras; a command that needs one names it; typos get a guess."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 import textwrap
+
+import pytest
 
 # Runs in a fresh interpreter where importing SQLAlchemy fails, as on an install without the feedback extra.
 _WITHOUT_SQLALCHEMY = textwrap.dedent(
@@ -48,3 +50,41 @@ def test_eval_without_the_eval_extra_names_it_before_any_work(tmp_path):
     assert "exit 2" in done.stdout
     assert "pip install 'rlhfkit[eval]'" in done.stderr and "scipy not installed" in done.stderr
     assert "Traceback" not in done.stderr and not out.exists()
+
+
+# --------------------------------------------------------------------------------------------------
+# Typos: the error names the subcommand, shows its usage and suggests the closest spelling
+
+
+def _parse_error(argv, capsys):
+    """(exit status, stderr) of parsing ``argv``; parsing stops before any command runs."""
+    from rlhfkit.cli import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    return stopped.value.code, capsys.readouterr().err
+
+
+def test_typo_in_a_subcommand_option_shows_that_subcommands_usage_and_suggests(capsys):
+    code, err = _parse_error(["sft", "--confg", "x.yaml"], capsys)
+    assert code == 2
+    assert err.startswith("usage: rlhfkit sft ")
+    assert "rlhfkit sft: error: unrecognized arguments: --confg x.yaml" in err
+    assert "Did you mean --config?" in err and "Traceback" not in err
+
+
+def test_typo_in_a_nested_subcommand_option_and_name(capsys):
+    code, err = _parse_error(["eval", "--polcy", "a=base"], capsys)
+    assert code == 2 and err.startswith("usage: rlhfkit eval ") and "Did you mean --policy?" in err
+    code, err = _parse_error(["reward", "backbone"], capsys)
+    assert code == 2 and err.startswith("usage: rlhfkit reward ") and "Did you mean backbones?" in err
+
+
+def test_typo_in_the_subcommand_name_suggests_the_closest(capsys):
+    code, err = _parse_error(["spt"], capsys)
+    assert code == 2 and "invalid choice: 'spt'" in err and "Did you mean sft?" in err
+
+
+def test_unknown_word_with_nothing_close_gets_no_guess(capsys):
+    code, err = _parse_error(["sft", "--zzzzzz"], capsys)
+    assert code == 2 and err.startswith("usage: rlhfkit sft ") and "Did you mean" not in err

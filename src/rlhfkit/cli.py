@@ -6,13 +6,66 @@ Errors a user can cause are printed as one paragraph (no traceback) with exit st
 from __future__ import annotations
 
 import argparse
+import difflib
 import errno
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import NoReturn
 
 from rlhfkit.errors import RlhfkitError
 
 EXIT_USER_ERROR = 2
+
+# argparse words this as "argument COMMAND: invalid choice: 'spt' (choose from ...)"; the value is what was typed
+_INVALID_CHOICE = re.compile(r"invalid choice: '(?P<value>[^']*)'")
+
+
+def _did_you_mean(typed: Sequence[str], known: Iterable[str]) -> str:
+    """A sentence " Did you mean --config?" when a typed word has a close known one (difflib); "" if none has."""
+    known = sorted(set(known))
+    pairs = [(word, difflib.get_close_matches(word.split("=", 1)[0], known, n=1)) for word in typed]
+    hints = [(word, close[0]) for word, close in pairs if close]
+    if not hints:
+        return ""
+    if len(typed) == 1:
+        return f" Did you mean {hints[0][1]}?"
+    return " Did you mean " + ", ".join(f"{right} for {word}" for word, right in hints) + "?"
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argparse parser whose errors name the command they are about and suggest the closest spelling.
+
+    argparse lets a subcommand's parser pass the words it does not know up to the top-level parser, which then
+    prints the top-level usage; here every subcommand parser refuses them itself, so `rlhfkit sft --confg x`
+    shows `sft`'s usage and suggests --config.
+    """
+
+    top_level = False
+    """Set on the `rlhfkit` parser, whose parse_args reports the words it does not know."""
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[no-untyped-def]
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras and not self.top_level:
+            self.error("unrecognized arguments: " + " ".join(extras))
+        return parsed, extras
+
+    def error(self, message: str) -> NoReturn:
+        hint = ""
+        if message.startswith("unrecognized arguments: "):
+            words = [w for w in message.removeprefix("unrecognized arguments: ").split() if w.startswith("-")]
+            hint = _did_you_mean(words, self._option_strings())
+        elif match := _INVALID_CHOICE.search(message):
+            hint = _did_you_mean([match["value"]], self._choices())
+        self.print_usage(sys.stderr)
+        see = f" See `{self.prog} --help`."
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message}.{hint}{see}\n")
+
+    def _option_strings(self) -> list[str]:
+        return [o for action in self._actions for o in action.option_strings if o.startswith("--")]
+
+    def _choices(self) -> list[str]:
+        return [str(c) for action in self._actions if action.choices for c in action.choices]
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -121,12 +174,13 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="rlhfkit",
         description="The complete RLHF loop: LoRA SFT, human feedback, reward models, PPO, evaluation.",
         epilog="Every command that trains takes --config FILE and --set KEY=VALUE; "
         "`rlhfkit config --explain` lists every setting with its meaning.",
     )
+    parser.top_level = True
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
