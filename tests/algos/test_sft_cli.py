@@ -104,3 +104,25 @@ def test_console_script_help_and_config_explain(tmp_path):
     assert yaml.safe_load(shown.stdout)["sft"]["max_steps"] == 5
     listed = subprocess.run([*cmd, "presets"], capture_output=True, text=True, check=True).stdout
     assert "tiny-t5" in listed and "flan-t5-base-shape" in listed
+
+
+def test_a_refused_run_writes_nothing_and_an_earlier_run_is_left_alone(tmp_path, capsys):
+    # refused for its data before any training: no folder that looks like a run (config.yaml) is left behind
+    no_col = _write_jsonl(tmp_path / "a.jsonl", [{"text": "x" * 300, "summary": "s"}] * 4)
+    out = tmp_path / "run"
+    assert main(["sft", "--no-progress", "-o", str(out), "--set", f"data.source={no_col}"]) == 2
+    assert "data.dialogue_column" in capsys.readouterr().err
+    assert not out.exists()
+    # refused after the model is loaded (too few examples for one batch): still nothing written
+    assert main(["sft", "--no-progress", "-o", str(out), "--set", "data.synthetic.size=300",
+                 "--set", "sft.batch_size=4096"]) == 2  # fmt: skip
+    assert "fewer than sft.batch_size" in capsys.readouterr().err
+    assert not out.exists()
+    # a folder holding an earlier run keeps its files as they were
+    earlier = tmp_path / "earlier"
+    earlier.mkdir()
+    (earlier / "config.yaml").write_text("sft: {max_steps: 7}\n")
+    (earlier / "metrics.jsonl").write_text('{"event": "start"}\n')
+    assert main(["sft", "--no-progress", "-o", str(earlier), "--set", f"data.source={no_col}"]) == 2
+    assert (earlier / "config.yaml").read_text() == "sft: {max_steps: 7}\n"
+    assert (earlier / "metrics.jsonl").read_text() == '{"event": "start"}\n'

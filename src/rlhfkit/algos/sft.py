@@ -191,8 +191,6 @@ def run_sft(cfg: Config, data: SplitData | None = None, progress: bool = True,
     micro = s.batch_size // s.gradient_accumulation_steps  # global micro-batch, split across the processes
     per_step = "" if s.gradient_accumulation_steps == 1 else " / sft.gradient_accumulation_steps"
     check_split(P, {"sft.batch_size" + per_step: micro})
-    if main:
-        save_config(cfg, out)
     data = data if data is not None else load_dialogues(cfg.data)
     # the first process of each machine loads first: it builds a missing preset into the shared cache, which
     # several processes building at once would race on
@@ -230,6 +228,10 @@ def run_sft(cfg: Config, data: SplitData | None = None, progress: bool = True,
 
     scheduler = get_linear_schedule_with_warmup(optimizer, int(s.warmup_ratio * total_steps), total_steps)
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    # nothing is written before this point: a run refused for its data, model or settings leaves no folder
+    # behind that looks like a run (the next run would find a config.yaml and nothing else)
+    if main:
+        save_config(cfg, out)
     metrics = MetricsWriter(out / "metrics.jsonl", enabled=main)
     metrics.write({"event": "start", "train_examples": len(train_features), "eval_examples": eval_n,
                    "trainable_parameters": trainable, "total_parameters": total, "total_steps": total_steps,
