@@ -147,3 +147,17 @@ def test_a_reward_that_returns_nan_or_the_wrong_count_is_an_error_in_evaluation(
     short = CallableReward(lambda prompts, responses: [1.0], name="short")
     with pytest.raises(RlhfkitError, match="returned 1 scores for 2 responses"):
         score_all(short, ["p", "p"], ["a", "b"])
+
+
+def test_an_adapter_for_another_base_model_is_refused_before_any_sampling(tmp_path, capsys, adapters, monkeypatch):
+    """The mismatch is found from config.json alone, before the first policy (here 'base') is sampled."""
+    from rlhfkit.eval import evaluate
+
+    sampled = []
+    monkeypatch.setattr(evaluate, "sample_policy", lambda cfg, name, *rest: sampled.append(name))
+    t5_adapter, _ = adapters
+    rc = main(["eval", "-p", "base", "-p", f"sft={t5_adapter}", "-o", str(tmp_path / "e"), "--no-progress",
+               "--set", "model.name_or_path=preset:tiny-llama", *_sets(SMALL)])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("rlhfkit eval: error: policy 'sft': ") and "different base model" in err
+    assert "Traceback" not in err and sampled == [] and not (tmp_path / "e").exists()

@@ -68,6 +68,7 @@ def run_eval(cfg: Config, progress: bool = True, console: Console | None = None)
     policies = [parse_policy(p) for p in ev.policies]
     for name, path in policies:
         _check_policy_path(name, path)
+    check_adapters_fit(cfg, policies)
     reference = ev.reference or policies[0][0]
     out = Path(cfg.run.output_dir)
     if cfg.run.num_threads > 0:
@@ -124,6 +125,43 @@ def _check_policy_path(name: str, path: str) -> None:
     if path != BASE_POLICY and not (Path(path) / "adapter_config.json").is_file():
         raise RlhfkitError(f"policy {name!r}: {path!r} is not an adapter folder (no adapter_config.json). Give the "
                            "adapter/ folder written by `rlhfkit sft` or `rlhfkit ppo`, or 'base'.")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _ConfigOnly:
+    """Stands in for a loaded base model where only its config is read (the adapter checks read nothing else)."""
+
+    config: Any
+    """transformers PretrainedConfig of the base model."""
+
+
+def check_adapters_fit(cfg: Config, policies: Sequence[tuple[str, str]]) -> None:
+    """Refuse an adapter trained on another base model before any policy is sampled.
+
+    Sampling a policy can take minutes; a mismatch found while loading the second policy would throw that
+    work away. Only the base model's config.json is read here, not its weights.
+    """
+    from transformers import AutoConfig
+
+    from rlhfkit.models.inference import BASE_POLICY, adapter_chain
+    from rlhfkit.models.loading import resolve_source
+    from rlhfkit.models.lora import check_adapter_matches
+
+    adapters = [(name, path) for name, path in policies if path != BASE_POLICY]
+    if not adapters:
+        return
+    source = resolve_source(cfg.model.name_or_path)
+    try:
+        base = _ConfigOnly(AutoConfig.from_pretrained(source, revision=cfg.model.revision,
+                                                      trust_remote_code=cfg.model.trust_remote_code))  # fmt: skip
+    except (OSError, ValueError):
+        return  # not readable on its own: loading the model for sampling reports it with the full explanation
+    for name, path in adapters:
+        for link in adapter_chain(path):  # a PPO adapter also needs the SFT adapter it was trained on top of
+            try:
+                check_adapter_matches(base, link)
+            except RlhfkitError as e:
+                raise RlhfkitError(f"policy {name!r}: {e}") from None
 
 
 # --------------------------------------------------------------------------------------------------
