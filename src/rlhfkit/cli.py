@@ -130,15 +130,26 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_presets(args: argparse.Namespace) -> int:
-    from rlhfkit.models.presets import PRESETS, build_preset, ensure_preset, presets_home
+    from rlhfkit.models.presets import (
+        PRESETS,
+        build_preset,
+        ensure_preset,
+        is_built,
+        preset_folder,
+        presets_home,
+    )
 
     if args.build:
         folder = build_preset(args.build, args.out) if args.out else ensure_preset(args.build)
         print(f"preset {args.build} is in {folder}; load it with from_pretrained('{folder}')")
         return 0
-    print(f"presets (cached in {presets_home()}; use model.name_or_path=preset:NAME):")
+    print(f"presets (cached in {presets_home()}; use model.name_or_path=preset:NAME; a preset not built yet is "
+          "built on first use, or now with --build NAME):")  # fmt: skip
     for name, spec in PRESETS.items():
-        print(f"  {name:22s} {spec.description}")
+        built = is_built(name)
+        print(f"  {name:22s} {'built' if built else 'not built':10s} {spec.description}")
+        if built:
+            print(f"  {'':22s} in {preset_folder(name)}")
     return 0
 
 

