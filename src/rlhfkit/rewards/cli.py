@@ -99,7 +99,20 @@ def format_training_summary(result: Any) -> str:
     lines.append(f"normalised: reward = (logit - {result.offset:.4g}) / {result.scale:.4g}")
     lines.append(f"reward model saved to {result.model_dir} (report.json, metrics.jsonl, loss_curve.png in "
                  f"{result.output_dir})")  # fmt: skip
+    if getattr(result, "quality", None) is not None:
+        lines += quality_lines(result.quality)
     return "\n".join(lines)
+
+
+def quality_lines(verdict: Any) -> list[str]:
+    """The quality gate's verdict: one line when it passes, a framed warning block when it fails (printed last,
+    so it is what the user sees when the command ends)."""
+    if verdict.ok:
+        return [verdict.describe()]
+    bar = "!" * 100
+    return [bar, ("WARNING: this reward model failed the quality gate. Do not train a policy against it (PPO "
+                  "would optimise noise) before fixing this:"), *[f"  - {p}" for p in verdict.problems],
+            "The verdict is saved as 'quality' in report.json.", bar]  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ import json
 import math
 import random
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,6 +71,7 @@ from rlhfkit.rewards.encoding import (
 from rlhfkit.rewards.evaluation import label_report, pairwise_report
 from rlhfkit.rewards.loading import load_classifier
 from rlhfkit.rewards.losses import binary_reward_loss, bradley_terry_loss, centering_penalty
+from rlhfkit.rewards.quality import QualityVerdict, WeakRewardModelWarning, chance_accuracy, judge_reward_model
 from rlhfkit.rewards.reward_model import MODEL_SUBDIR, RewardModelMeta
 from rlhfkit.rewards.transforms import offset_scale
 
@@ -96,6 +98,8 @@ class RewardTrainResult:
     scoring_texts_per_second: float = 0.0
     kind: str = "pairs"
     """pairs (Bradley–Terry) or labels (unpaired, logistic loss)."""
+    quality: QualityVerdict | None = None
+    """The quality gate's verdict (rewards.quality): may this model go on to RL?"""
 
     @property
     def pairs_per_second(self) -> float:
@@ -321,6 +325,9 @@ def run_reward_training(cfg: RewardTrainConfig, progress: bool = True,
             report = label_report(scores[torch.tensor(test_texts, dtype=torch.long)],
                                   torch.tensor([float(x.label) for x in test]))  # fmt: skip
         report["scoring_texts_per_second"] = len(test_enc) / seconds if seconds > 0 else 0.0
+        # the spread of the raw held-out scores: what the quality gate judges when nothing is normalised
+        report["score_mean"] = float(scores.mean()) if scores.numel() else None
+        report["score_std"] = float(scores.std(correction=0)) if scores.numel() else None
         metrics.write({"event": "eval", "step": step, **{k: v for k, v in report.items() if k != "by_bucket"}})
         return report
 
@@ -383,14 +390,27 @@ def run_reward_training(cfg: RewardTrainConfig, progress: bool = True,
         with full_parameters(accelerator, model):
             raw = _scores(unwrapped, ref_enc, pad_id, t.eval_batch_size, device)
         offset, scale = offset_scale(raw.tolist(), name="the trained reward model")
+    quality = _judge(heldout, (offset, scale) if cfg.normalize.enabled else None,
+                     0.5 if paired else chance_accuracy([x.label for x in test]))  # fmt: skip
+    if main and not quality.ok:
+        warnings.warn(f"the reward model in {out} failed the quality gate; do not optimise a policy against it "
+                      "before fixing this: " + " ".join(quality.problems), WeakRewardModelWarning, stacklevel=2)  # fmt: skip
     agreement = annotator_agreement(list(data.comparisons) + (test if paired and cfg.data.eval_files else []))
     result = RewardTrainResult(out, out / MODEL_SUBDIR, step, examples, train_seconds, heldout, offset, scale,
                                data.report, agreement, truncated, heldout.get("scoring_texts_per_second", 0.0),
-                               data.kind)  # fmt: skip
+                               data.kind, quality)  # fmt: skip
     if main:
         _save(result, cfg, unwrapped, tok, max_length, described, full_state)
     accelerator.wait_for_everyone()
     return result
+
+
+def _judge(heldout: dict[str, Any], normalisation: tuple[float, float] | None, chance: float) -> QualityVerdict:
+    """The quality gate's verdict; the spread judged is the normalisation's (the std every reward is divided
+    by) when measured, else the raw held-out scores'."""
+    n = heldout["n"]
+    mean, std = normalisation or (heldout.get("score_mean"), heldout.get("score_std"))
+    return judge_reward_model(heldout["accuracy"] * n if n else 0.0, n, mean, std, chance=chance)
 
 
 def _save(result: RewardTrainResult, cfg: RewardTrainConfig, model: Any, tokenizer: Any, max_length: int,
@@ -402,7 +422,8 @@ def _save(result: RewardTrainResult, cfg: RewardTrainConfig, model: Any, tokeniz
         input=cfg.data.input, max_length=max_length, offset=result.offset, scale=result.scale,
         reference=reference if cfg.normalize.enabled else "not normalised", backbone=cfg.backbone.name_or_path,
         extra={"heldout_accuracy": heldout.get("accuracy"), "heldout_n": heldout.get("n"),
-               "train_examples": result.train_examples, "kind": result.kind},
+               "train_examples": result.train_examples, "kind": result.kind,
+               "quality_ok": result.quality.ok if result.quality else None},
     )  # fmt: skip
     with atomic_dir(result.model_dir) as staging:
         model.save_pretrained(staging, **({"state_dict": full_state} if full_state is not None else {}))
@@ -412,6 +433,7 @@ def _save(result: RewardTrainResult, cfg: RewardTrainConfig, model: Any, tokeniz
     plotted = _plot_loss(read_metrics(out / "metrics.jsonl"), out / "loss_curve.png")
     report = {
         "heldout": heldout,
+        "quality": result.quality.to_dict() if result.quality else None,
         "annotator_agreement": result.agreement,
         "data": {**result.data.__dict__, "warnings": result.data.warnings()},
         "truncated": result.truncated,
