@@ -88,3 +88,30 @@ def test_typo_in_the_subcommand_name_suggests_the_closest(capsys):
 def test_unknown_word_with_nothing_close_gets_no_guess(capsys):
     code, err = _parse_error(["sft", "--zzzzzz"], capsys)
     assert code == 2 and err.startswith("usage: rlhfkit sft ") and "Did you mean" not in err
+
+
+# --------------------------------------------------------------------------------------------------
+# The demo's own keys (feedback.*, reward_model.*) are explainable
+
+
+def test_config_demo_explains_the_demos_own_keys_and_applies_set(capsys):
+    from rlhfkit.cli import main
+
+    assert main(["config", "--demo", "--explain", "--set", "feedback.prompts=50"]) == 0
+    out = capsys.readouterr().out
+    assert "feedback.prompts = 50\n    Training prompts whose SFT samples are compared." in out
+    assert "reward_model.train.learning_rate = " in out and "kl_comparison = False" in out
+    assert "sft.learning_rate = " in out  # the sections every command shares are there too
+    assert main(["config", "--demo"]) == 0
+    assert "feedback:\n  prompts: 400" in capsys.readouterr().out
+
+
+def test_config_explain_points_at_the_demo_keys_and_demo_refuses_a_file(capsys):
+    from rlhfkit.cli import main
+
+    assert main(["config", "--explain"]) == 0
+    out = capsys.readouterr().out
+    assert "feedback.prompts" not in out and "rlhfkit config --demo --explain" in out
+    assert main(["config", "--demo", "--config", "x.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rlhfkit config: error: --demo shows") and "Traceback" not in err

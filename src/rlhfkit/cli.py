@@ -153,15 +153,29 @@ def _cmd_presets(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_demo(args: argparse.Namespace):
+    """The configuration `rlhfkit demo --set ...` runs with (default output folder and seed)."""
+    from rlhfkit.demo import demo_config
+
+    if args.config:
+        # the demo starts from its packaged recipe and takes only --set; a file here would show a config no run uses
+        raise RlhfkitError("--demo shows the configuration of `rlhfkit demo`, which reads no --config file (only "
+                           "--set KEY=VALUE); drop --config, or drop --demo to see the configuration of a file.")  # fmt: skip
+    return demo_config("runs/demo", seed=0, overrides=args.overrides)
+
+
 def _cmd_config(args: argparse.Namespace) -> int:
     from rlhfkit.config import explain, to_yaml
 
-    cfg = _load(args)
+    cfg = _load_demo(args) if args.demo else _load(args)
     if not args.explain:
         print(to_yaml(cfg), end="")
         return 0
     for key, value, doc in explain(cfg):
         print(f"{key} = {value!r}\n    {doc}")
+    if not args.demo:  # the demo's own sections live in another schema; say where to find them
+        print("\n(`rlhfkit demo` adds feedback.* and reward_model.* and starts from its own recipe: "
+              "rlhfkit config --demo --explain lists them)")  # fmt: skip
     return 0
 
 
@@ -242,6 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Merge defaults, --config files and --set overrides, validate, and print.")
     _add_config_args(p)
     p.add_argument("--explain", action="store_true", help="print every key with its one-line documentation")
+    p.add_argument("--demo", action="store_true",
+                   help="the configuration `rlhfkit demo` runs with: its recipe and --set overrides, with the demo's "
+                   "own feedback.* and reward_model.* keys")  # fmt: skip
     p.set_defaults(func=_cmd_config)
 
     p = sub.add_parser("data", help="show how a dataset is loaded, filtered, templated and split",
