@@ -26,23 +26,25 @@ from fastapi.staticfiles import StaticFiles
 from rlhfkit.feedback.access import Refused
 from rlhfkit.feedback.config import FeedbackConfig
 from rlhfkit.feedback.guard import RequestGuard, install_error_handlers
-from rlhfkit.feedback.pages import BINARY_KEYS, PAIRWISE_KEYS, Pages
+from rlhfkit.feedback.pages import BINARY_KEYS, PAIRWISE_KEYS, Finish, Pages
 from rlhfkit.feedback.routes import build_router
 from rlhfkit.feedback.store import FeedbackStore
 
-__all__ = ["BINARY_KEYS", "PAIRWISE_KEYS", "create_app"]
+__all__ = ["BINARY_KEYS", "PAIRWISE_KEYS", "Finish", "create_app"]
 
 
-def create_app(store: FeedbackStore | str | Path, *, config: FeedbackConfig | None = None) -> FastAPI:
+def create_app(store: FeedbackStore | str | Path, *, config: FeedbackConfig | None = None,
+               finish: Finish | None = None) -> FastAPI:  # fmt: skip
     """The labeling app for ``store`` (an open store, or a path / URL to open).
 
     A store opened here is closed when the app shuts down; a store passed in stays the caller's.
+    ``finish`` tells a labeler with nothing left what happens next (see :class:`~rlhfkit.feedback.pages.Finish`).
     """
     config = config or (store.config if isinstance(store, FeedbackStore) else FeedbackConfig())
     owns_store = not isinstance(store, FeedbackStore)
     the_store = FeedbackStore.open(store, config=config) if owns_store else store
     assert isinstance(the_store, FeedbackStore)
-    pages = Pages(the_store, config)
+    pages = Pages(the_store, config, finish)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

@@ -5,6 +5,7 @@ Content-Security-Policy (:mod:`rlhfkit.feedback.guard`) would not let injected m
 """
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,12 +68,24 @@ def _keymap(question_type: str) -> dict[str, dict[str, str]]:
     return {action: {"key": key, "label": key_label(key), "help": help_} for action, key, help_ in table}
 
 
+@dataclass(frozen=True)
+class Finish:
+    """What the done page adds when someone waits on the labeler (``rlhfkit demo --human``'s terminal)."""
+
+    message: str
+    """Shown under the heading: what happens next, e.g. that the terminal now trains the reward model."""
+    on_shown: Callable[[int], None] | None = None
+    """Called with the annotator's id whenever their done page is rendered, so the waiting side can stop
+    serving only once the labeler has seen it."""
+
+
 @dataclass
 class Pages:
     """Renders the app's pages for one store."""
 
     store: FeedbackStore
     config: FeedbackConfig
+    finish: Finish | None = None
     project: ProjectInfo = field(init=False)
     keys: dict[str, dict[str, str]] = field(init=False)
     env: Environment = field(init=False)
@@ -131,7 +144,9 @@ class Pages:
             "client_id": client_id,
         }
         if view is None:
-            return self.render("done.html", status=status, **common)
+            if self.finish is not None and self.finish.on_shown is not None:
+                self.finish.on_shown(user.id)
+            return self.render("done.html", status=status, finish=self.finish, **common)
         if form is None:
             form = form_from_answer(view, view.previous)
         return self.render(
