@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -26,6 +28,30 @@ def quiet_libraries() -> None:
     datasets.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
+
+
+@contextmanager
+def library_bars_off() -> Iterator[None]:
+    """Silence transformers' and the hub's tqdm bars inside the block (e.g. "Writing model shards" of
+    ``save_pretrained``), then restore them as they were.
+
+    Building a preset or a backbone can happen before any run calls :func:`quiet_libraries`, and a bar of
+    theirs would leak into a log that is not a terminal; the caller's own setting is left as it found it.
+    """
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+    from transformers.utils import logging as hf_logging
+
+    transformers_on, hub_on = hf_logging.is_progress_bar_enabled(), not are_progress_bars_disabled()
+    hf_logging.disable_progress_bar()  # the hub's bars too
+    try:
+        yield
+    finally:
+        if transformers_on:
+            hf_logging.enable_progress_bar()  # turns the hub's back on as well
+        if not hub_on:
+            disable_progress_bars()
+        elif not transformers_on:
+            enable_progress_bars()
 
 
 def cpu_supports_bf16() -> bool:
