@@ -143,8 +143,11 @@ def build_preset(name: str, out_dir: str | os.PathLike, seed: int = 0) -> Path:
         tokenizer = train_tokenizer(spec)
         with torch.random.fork_rng():  # seeded for the preset's weights, without resetting the caller's stream
             model = _build_model(spec, tokenizer, seed)
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
+        from rlhfkit.engine.runtime import library_bars_off
+
+        with library_bars_off():  # transformers' "Writing model shards" bar would leak into non-TTY logs
+            model.save_pretrained(staging)
+            tokenizer.save_pretrained(staging)
         meta = {"preset": spec.name, "format_version": PRESET_FORMAT_VERSION, "seed": seed,
                 "description": spec.description, "parameters": sum(p.numel() for p in model.parameters())}
         (staging / "rlhfkit_preset.json").write_text(json.dumps(meta, indent=2))

@@ -167,7 +167,10 @@ def build_backbone(name: str, out_dir: str | os.PathLike, seed: int = 0) -> Path
     spec = get_backbone_spec(name)
     tokenizer = _train_tokenizer(spec)
     model = _build_model(spec, tokenizer, seed)
-    with atomic_dir(out_dir) as staging:
+    from rlhfkit.engine.runtime import library_bars_off
+
+    # transformers' "Writing model shards" bar would leak into non-TTY logs
+    with atomic_dir(out_dir) as staging, library_bars_off():
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         meta = {"backbone": spec.name, "format_version": BACKBONE_FORMAT_VERSION, "seed": seed,
