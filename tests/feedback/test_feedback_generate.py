@@ -80,3 +80,15 @@ def test_cli_generate_into_a_store(adapter, tmp_path, capsys):
     for line in out.read_text().splitlines():
         assert {"prompt", "chosen", "rejected", "margin"} <= set(json.loads(line))
     assert main(["feedback", "generate", "--store", store, "--policy", adapter, "-k", "1", "-n", "2"]) == 2
+
+
+def test_sampling_shows_a_bar_with_an_eta_only_when_progress_is_on(adapter, capfd):
+    model = ModelConfig(name_or_path="preset:tiny-t5")
+    capfd.readouterr()
+    quiet = sample_candidates(model, GEN, [adapter], PROMPTS, k=2, seed=1, progress=False)
+    assert capfd.readouterr().err == ""
+    shown = sample_candidates(model, GEN, [adapter], PROMPTS, k=2, seed=1, progress=True)
+    err = capfd.readouterr().err
+    # not a terminal here, so rich prints the finished bar once: every response counted, with its ETA column
+    assert "sampling pairs" in err and "4/4" in err and "eta" in err
+    assert shown.candidates == quiet.candidates  # the bar changes nothing that is sampled

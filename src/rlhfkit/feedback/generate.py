@@ -29,11 +29,13 @@ class Candidates:
 
 
 def sample_candidates(model_cfg: ModelConfig, gen: GenerationConfig, policies: Sequence[str], prompts: Sequence[str],
-                      k: int = 2, seed: int = 0) -> Candidates:  # fmt: skip
+                      k: int = 2, seed: int = 0, progress: bool = False) -> Candidates:  # fmt: skip
     """K samples per prompt from one policy, or one sample per prompt from each of several policies.
 
     A policy is an adapter folder (from `rlhfkit sft` or `rlhfkit ppo`) or 'base' for the bare model.
+    ``progress`` shows a bar over the responses to sample, with an ETA (this takes minutes on a busy CPU).
     """
+    from rlhfkit.engine.progress import StepProgress
     from rlhfkit.models.inference import load_policy
     from rlhfkit.rollout.generation import generate
 
@@ -47,14 +49,16 @@ def sample_candidates(model_cfg: ModelConfig, gen: GenerationConfig, policies: S
     candidates: list[list[str]] = [[] for _ in prompts]
     sources: list[list[str]] = [[] for _ in prompts]
     loaded_name, loaded = None, None
-    for name, j in runs:
-        if name != loaded_name:
-            loaded, loaded_name = load_policy(model_cfg, name), name
-        # the same seed for every policy: paired sampling, so differences come from the policies
-        out = generate(loaded.model, loaded.tokenizer, list(prompts), gen, loaded.is_encoder_decoder, seed=seed + j)
-        for i, text in enumerate(out.texts):
-            candidates[i].append(storable(text))
-            sources[i].append(name)
+    with StepProgress("sampling pairs", len(runs) * len(prompts), enabled=progress) as bar:
+        for name, j in runs:
+            if name != loaded_name:
+                loaded, loaded_name = load_policy(model_cfg, name), name
+            # the same seed for every policy: paired sampling, so differences come from the policies
+            out = generate(loaded.model, loaded.tokenizer, list(prompts), gen, loaded.is_encoder_decoder,
+                           seed=seed + j, on_batch=bar.advance)  # fmt: skip
+            for i, text in enumerate(out.texts):
+                candidates[i].append(storable(text))
+                sources[i].append(name)
     return Candidates(list(prompts), candidates, sources)
 
 
@@ -85,6 +89,7 @@ def add_generate_command(commands: argparse._SubParsersAction) -> None:
     p.add_argument("-n", "--prompts", type=int, default=100, help="number of prompts (default: 100)")
     p.add_argument("--split", choices=("train", "test"), default="train", help="which split's prompts (default: train)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--config", "-c", action="append", default=[], metavar="FILE", help="YAML config (model, data, generation)")
     p.add_argument("--set", "-s", action="append", default=[], dest="overrides", metavar="KEY=VALUE",
                    help="override a setting, e.g. --set model.name_or_path=preset:tiny-t5")  # fmt: skip
@@ -92,8 +97,9 @@ def add_generate_command(commands: argparse._SubParsersAction) -> None:
 
 
 def generate_into_store(store_target: str, cfg: Config, policies: Sequence[str], n_prompts: int, k: int = 2,
-                        split: str = "train", seed: int = 0) -> AddResult:  # fmt: skip
-    """Sample candidates for ``n_prompts`` prompts of ``split`` and add them to the store."""
+                        split: str = "train", seed: int = 0, progress: bool = True) -> AddResult:  # fmt: skip
+    """Sample candidates for ``n_prompts`` prompts of ``split`` and add them to the store (with a progress bar
+    unless ``progress`` is False)."""
     from rlhfkit.data.loading import load_dialogues
     from rlhfkit.engine.runtime import quiet_libraries
     from rlhfkit.feedback.cli import feedback_store
@@ -106,7 +112,8 @@ def generate_into_store(store_target: str, cfg: Config, policies: Sequence[str],
     data = load_dialogues(cfg.data)
     part = data.train if split == "train" else data.test
     rows = part.select(range(min(n_prompts, len(part))))
-    sampled = sample_candidates(cfg.model, cfg.generation, policies, list(rows["prompt"]), k=k, seed=seed)
+    sampled = sample_candidates(cfg.model, cfg.generation, policies, list(rows["prompt"]), k=k, seed=seed,
+                                progress=progress)  # fmt: skip
     try:
         result = add_candidates(store, sampled.prompts, sampled.candidates, sampled.sources,
                                 references=list(rows["summary"]), seed=seed)  # fmt: skip
@@ -120,7 +127,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     from rlhfkit.feedback.cli import store_target
 
     cfg = load_config(args.config, args.overrides)
-    result = generate_into_store(store_target(args), cfg, args.policy, args.prompts, args.k, args.split, args.seed)
+    result = generate_into_store(store_target(args), cfg, args.policy, args.prompts, args.k, args.split, args.seed,
+                                 progress=not args.no_progress)  # fmt: skip
     print(f"added {len(result.item_ids)} item(s) to {args.store}; skipped {result.duplicates} already present and "
           f"{result.identical_skipped} pair(s) with identical candidates")  # fmt: skip
     return 0

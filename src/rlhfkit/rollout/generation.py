@@ -89,6 +89,7 @@ def generate(
     row_seeds: Sequence[int] | None = None,
     collect: bool = False,
     encode: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    on_batch: Callable[[int], None] | None = None,
 ) -> Generation:
     """Generate one response per prompt, in batches of ``gen.batch_size``, with dropout off.
 
@@ -99,6 +100,7 @@ def generate(
     evaluation). With ``collect=True`` the log-probs of the sampled tokens and the hidden states behind them are kept from
     the sampling pass itself, so a PPO rollout need not run the policy over its responses again.
     ``encode`` (encoder-decoders) replaces the encoder pass of each batch, see :func:`~rlhfkit.rollout.decoding.decode`.
+    ``on_batch(n)`` is called after each batch with its number of prompts (a progress bar advances by it).
     """
     check_prompts(tokenizer, prompts, gen.max_prompt_tokens)
     if row_seeds is not None and len(row_seeds) != len(prompts):
@@ -129,6 +131,8 @@ def generate(
                 if collect:
                     part.logprobs, part.last_hidden = out.logprobs.cpu(), out.last_hidden.cpu()
                 parts.append(part)
+                if on_batch is not None:
+                    on_batch(len(ids))
     finally:
         model.train(was_training)
     return _concat(parts, tokenizer.pad_token_id, left=tokenizer.padding_side == "left")
