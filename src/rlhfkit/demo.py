@@ -21,6 +21,7 @@ import hashlib
 import json
 import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -31,7 +32,7 @@ from rich.table import Table
 
 from rlhfkit.config import Config, RewardSpec, RewardTrainConfig, load_config, replace, to_yaml
 from rlhfkit.data.lexicon import LexiconJudge
-from rlhfkit.errors import ConfigError
+from rlhfkit.errors import ConfigError, RlhfkitError
 from rlhfkit.io import write_json_atomic
 from rlhfkit.models.presets import ensure_preset
 
@@ -64,6 +65,8 @@ class DemoConfig(Config):
     """Stages 3-4: sampling comparison pairs and labeling them."""
     reward_model: RewardTrainConfig = field(default_factory=RewardTrainConfig)
     """Stage 5: the reward model trained on the labels (data.train_files is filled in by the demo)."""
+    allow_weak_reward_model: bool = False
+    """Go on to PPO even when the reward model fails the quality gate (too few or chance-level held-out pairs)."""
     kl_comparison: bool = False
     """Also run PPO with beta = 0 and evaluate it beside the default, to show what the KL penalty does."""
 
@@ -148,12 +151,14 @@ def run_demo(output_dir: str = "runs/demo", seed: int = 0, overrides: Sequence[s
     cache = StageCache(out)
     started = time.perf_counter()
     results: dict[str, dict[str, Any]] = {}
+    reused: list[str] = []
 
     def stage(title: str, name: str, key: str, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         cached = cache.load(name, key)
         if cached is not None:
             console.print(f"[bold]{title}[/bold]: done earlier, reusing it", soft_wrap=True)
             results[name] = cached
+            reused.append(name)
             return cached
         console.rule(f"[bold]{title}")
         t0 = time.perf_counter()
@@ -192,6 +197,7 @@ def run_demo(output_dir: str = "runs/demo", seed: int = 0, overrides: Sequence[s
     k_rm = StageCache.key(k_labels, cfg.reward_model)
     rm = stage("5. train a reward model on the labels", "reward_model", k_rm,
                lambda: _train_reward_model(cfg, labels, out, progress))  # fmt: skip
+    _check_reward_model(rm, cfg, human, console)
 
     ppo_cfg = _ppo_config(cfg, out, adapter, rm["model_dir"])
     k_ppo = _ppo_key(k_rm, ppo_cfg)
@@ -224,7 +230,7 @@ def run_demo(output_dir: str = "runs/demo", seed: int = 0, overrides: Sequence[s
         f"Toxicity (lexicon judge, never seen by the reward model): {tox['sft']:.1%} of SFT summaries → "
         f"{tox['ppo']:.1%} after PPO, a change of {100 * tox['difference']:+.1f} points "
         f"(95% CI {100 * tox['ci_low']:+.1f} to {100 * tox['ci_high']:+.1f}). ROUGE-L {rouge_l['sft']:.3f} → {rouge_l['ppo']:.3f}; "
-        f"KL(PPO‖SFT) {kl['ppo']:.2f} nats per summary. Demo total {time.perf_counter() - started:.0f} s."
+        f"KL(PPO‖SFT) {kl['ppo']:.2f} nats per summary. {_total_time(results, reused, time.perf_counter() - started)}"
     )
     report = out / "eval" / "report.html"
     console.print(f"Report: {report}", soft_wrap=True)
@@ -296,6 +302,7 @@ def _label_by_person(cfg: DemoConfig, items: Path, labels: Path, console: Consol
 def _train_reward_model(cfg: DemoConfig, labels: Path, out: Path, progress: bool) -> dict[str, Any]:
     from rlhfkit.feedback.export import export_pairs
     from rlhfkit.feedback.store import FeedbackStore
+    from rlhfkit.rewards.quality import WeakRewardModelWarning
     from rlhfkit.rewards.train import run_reward_training
 
     pairs = out / "feedback" / "preferences.jsonl"
@@ -303,12 +310,60 @@ def _train_reward_model(cfg: DemoConfig, labels: Path, out: Path, progress: bool
         count = export_pairs(store, pairs, aggregate="label", complete_only=False)
     print(f"exported {count} preference pairs (ties and 'both bad' answers left out) to {pairs}")
     rm_cfg = replace(cfg.reward_model, **{"data.train_files": [str(pairs)], "data.format": "rlhfkit"})
-    result = run_reward_training(rm_cfg, progress=progress)
+    with warnings.catch_warnings():  # the demo reports a failed gate itself, before PPO (_check_reward_model)
+        warnings.simplefilter("ignore", WeakRewardModelWarning)
+        result = run_reward_training(rm_cfg, progress=progress)
     h = result.heldout
-    print(f"reward model: held-out pairwise accuracy {h['accuracy']:.1%} (95% CI {h['ci_low']:.1%}-{h['ci_high']:.1%}, "
+    accuracy = "n/a" if h["accuracy"] is None else f"{h['accuracy']:.1%}"
+    print(f"reward model: held-out pairwise accuracy {accuracy} (95% CI {h['ci_low']:.1%}-{h['ci_high']:.1%}, "
           f"n={h['n']}); trained {result.steps} steps in {result.train_seconds:.1f} s")  # fmt: skip
+    if result.quality is not None and result.quality.ok:  # a failure is reported before PPO, from the record
+        print(result.quality.describe())
     return {"model_dir": str(result.model_dir), "pairs": count, "heldout_accuracy": h["accuracy"],
-            "ci_low": h["ci_low"], "ci_high": h["ci_high"], "n": h["n"]}  # fmt: skip
+            "ci_low": h["ci_low"], "ci_high": h["ci_high"], "n": h["n"],
+            "quality": result.quality.to_dict() if result.quality else None}  # fmt: skip
+
+
+def _check_reward_model(rm: dict[str, Any], cfg: DemoConfig, human: bool, console: Console) -> None:
+    """The quality gate between stage 5 and PPO: stop (exit status 2) when the reward model failed it, unless
+    allow_weak_reward_model is set, in which case warn and go on."""
+    from rlhfkit.rewards.quality import judge_reward_model
+
+    quality = rm.get("quality")
+    if quality is None:  # a stage record from before the gate: judge what it holds (no spread was recorded)
+        n = rm.get("n") or 0
+        quality = judge_reward_model((rm.get("heldout_accuracy") or 0.0) * n, n).to_dict()
+    if quality["ok"]:
+        return
+    problems = " ".join(p[0].upper() + p[1:] for p in quality["problems"])
+    if cfg.allow_weak_reward_model:
+        console.print(f"[bold red]warning:[/bold red] the reward model failed the quality gate. {problems} Going on "
+                      "to PPO because allow_weak_reward_model is true: PPO will optimise whatever the model "
+                      "scores, which may be noise.", soft_wrap=True)  # fmt: skip
+        return
+    more = ("label more pairs: --set feedback.human_prompts=300 gives 300 pairs to label (a new set), of which "
+            "about 30 are held out to judge the model" if human else
+            "label more pairs (--set feedback.prompts=N), or make the simulated annotators err less "
+            "(feedback.error_rate)")  # fmt: skip
+    raise RlhfkitError(
+        f"stopped before PPO: the reward model of stage 5 failed the quality gate. {problems} PPO against it would "
+        f"optimise noise, and the demo's result would say nothing about your labels. To fix it, {more}; the "
+        "verdict is in reward/report.json (the settings it names take the prefix reward_model. here, e.g. --set "
+        "reward_model.data.test_size=0.3). To run PPO anyway, for a look at the rest of the loop, rerun with "
+        "--set allow_weak_reward_model=true (the finished stages are reused)."
+    )
+
+
+def _total_time(results: dict[str, dict[str, Any]], reused: list[str], seconds: float) -> str:
+    """How long the demo took this time, saying which stages were reused rather than reporting their 0 s."""
+    if not reused:
+        return f"Demo total {seconds:.0f} s."
+    earlier = sum(float(results[name].get("stage_seconds", 0.0)) for name in reused)
+    if len(reused) == len(results):
+        return (f"Every stage was reused from an earlier run: {seconds:.1f} s spent now (the stages took "
+                f"{earlier:.0f} s when they ran).")  # fmt: skip
+    return (f"Demo total {seconds:.0f} s, with {len(reused)} of {len(results)} stages reused from an earlier run "
+            f"(they took {earlier:.0f} s when they ran).")  # fmt: skip
 
 
 def _ppo_config(cfg: DemoConfig, out: Path, sft_adapter: str, reward_model: str) -> Config:
