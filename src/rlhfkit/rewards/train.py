@@ -394,7 +394,7 @@ def run_reward_training(cfg: RewardTrainConfig, progress: bool = True,
                      0.5 if paired else chance_accuracy([x.label for x in test]))  # fmt: skip
     if main and not quality.ok:
         warnings.warn(f"the reward model in {out} failed the quality gate; do not optimise a policy against it "
-                      "before fixing this: " + " ".join(quality.problems), WeakRewardModelWarning, stacklevel=2)  # fmt: skip
+                      "before fixing this: " + " ".join(p[0].upper() + p[1:] for p in quality.problems), WeakRewardModelWarning, stacklevel=2)  # fmt: skip
     agreement = annotator_agreement(list(data.comparisons) + (test if paired and cfg.data.eval_files else []))
     result = RewardTrainResult(out, out / MODEL_SUBDIR, step, examples, train_seconds, heldout, offset, scale,
                                data.report, agreement, truncated, heldout.get("scoring_texts_per_second", 0.0),
