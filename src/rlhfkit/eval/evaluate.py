@@ -20,7 +20,7 @@ import hashlib
 import io
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ import torch
 from rich.console import Console
 
 from rlhfkit.config import Config, parse_policy, save_config
+from rlhfkit.engine.progress import StepProgress
 from rlhfkit.errors import RlhfkitError
 from rlhfkit.eval.measures import Measure, build_toxicity, score_all
 from rlhfkit.eval.report import write_report
@@ -87,10 +88,11 @@ def run_eval(cfg: Config, progress: bool = True, console: Console | None = None)
     samples: list[PolicySamples] = []
     for name, path in policies:
         console.print(f"sampling {len(prompts)} responses from {name} ({path})")
-        samples.append(sample_policy(cfg, name, path, prompts, seeds))
+        with StepProgress(f"sample {name}", len(prompts), enabled=progress, console=console) as bar:
+            samples.append(sample_policy(cfg, name, path, prompts, seeds, on_batch=bar.advance))
     console.print(f"KL of each policy to {reference} on its own samples")
     add_kl(cfg, samples, dict(policies)[reference], reference)
-    measures = add_measures(cfg, samples, prompts, references, console)
+    measures = add_measures(cfg, samples, prompts, references, console, progress=progress)
 
     results = summarize_results(cfg, samples, measures, prompts, reference)
     results["seconds"] = time.perf_counter() - started
@@ -168,8 +170,10 @@ def check_adapters_fit(cfg: Config, policies: Sequence[tuple[str, str]]) -> None
 # Sampling and KL
 
 
-def sample_policy(cfg: Config, name: str, path: str, prompts: list[str], seeds: Sequence[int]) -> PolicySamples:
-    """Responses of one policy, each prompt sampled from its own seed; the log-probs come from the sampling pass."""
+def sample_policy(cfg: Config, name: str, path: str, prompts: list[str], seeds: Sequence[int],
+                  on_batch: Callable[[int], None] | None = None) -> PolicySamples:  # fmt: skip
+    """Responses of one policy, each prompt sampled from its own seed; the log-probs come from the sampling pass.
+    ``on_batch(n)`` is called after each batch of n prompts (a progress bar)."""
     from rlhfkit.models.inference import load_policy
     from rlhfkit.models.loading import pick_device
     from rlhfkit.rollout.generation import generate
@@ -177,7 +181,7 @@ def sample_policy(cfg: Config, name: str, path: str, prompts: list[str], seeds: 
     loaded = load_policy(cfg.model, path)
     model = loaded.model.to(pick_device(cfg.run.device))
     out = generate(model, loaded.tokenizer, prompts, cfg.generation, loaded.is_encoder_decoder,
-                   row_seeds=seeds if cfg.generation.do_sample else None, collect=True)  # fmt: skip
+                   row_seeds=seeds if cfg.generation.do_sample else None, collect=True, on_batch=on_batch)  # fmt: skip
     return PolicySamples(name, path, out.texts, out.prompt_ids, out.prompt_mask, out.response_ids,
                          out.response_mask, out.logprobs * out.response_mask)  # fmt: skip
 
@@ -222,8 +226,9 @@ def add_kl(cfg: Config, samples: list[PolicySamples], reference_path: str, refer
 
 
 def add_measures(cfg: Config, samples: list[PolicySamples], prompts: list[str], references: list[str],
-                 console: Console) -> list[Measure]:  # fmt: skip
-    """Fill ``values`` of every policy with every measure; return the measures in report order."""
+                 console: Console, progress: bool = False) -> list[Measure]:  # fmt: skip
+    """Fill ``values`` of every policy with every measure; return the measures in report order (``progress``:
+    a bar per measure over the policies it scores)."""
     from rlhfkit.eval.rouge import ROUGE_TYPES, rouge_per_example
     from rlhfkit.rewards.factory import build_spec_reward
 
@@ -235,8 +240,10 @@ def add_measures(cfg: Config, samples: list[PolicySamples], prompts: list[str], 
         scorers.append((Measure(f"reward:{reward.name}", reward.name, True), reward))
     for measure, scorer in scorers:
         console.print(f"scoring with {measure.label}")
-        for s in samples:
-            s.values[measure.key] = score_all(scorer, prompts, s.texts)
+        with StepProgress(f"score {measure.key}", len(samples), enabled=progress, console=console) as bar:
+            for s in samples:
+                s.values[measure.key] = score_all(scorer, prompts, s.texts)
+                bar.advance()
         measures.append(measure)
     if any(r.strip() for r in references):
         for s in samples:
