@@ -36,7 +36,8 @@ class QualityThresholds:
     """Fewest held-out examples to judge from. At n = 25 a model that is right 70 % of the time (about as
     often as two human annotators agree with each other, 73-77 % on real data) has a Wilson lower bound of
     0.504, just above chance; with fewer pairs such a model would fail the chance test below, so a failure
-    would say nothing about the model."""
+    would say nothing about the model. It holds even when a smaller set happens to clear chance: a few pairs
+    come from a handful of prompts, neither independent (as the interval assumes) nor representative."""
     z: float = Z_95
     """Normal quantile of the interval: 1.96, the 95 % interval `reward train` prints. Its lower end is a
     one-sided 97.5 % bound, so a model no better than chance passes at most 2.5 % of the time."""
@@ -106,9 +107,9 @@ def _accuracy_problem(accuracy: float | None, n: int, low: float, high: float, c
     measured = f"{accuracy or 0.0:.1%} (95% CI {low:.1%}-{high:.1%}, n={n})"  # accuracy is None only at n = 0
     if n < t.min_pairs:
         shown = f"accuracy {accuracy:.1%}, 95% CI {low:.1%}-{high:.1%}" if accuracy is not None else "no accuracy"
-        return (f"only {n} held-out examples ({shown}), too few to tell the model from chance (at "
-                f"least {t.min_pairs} are needed): label more pairs, or hold out more of them "
-                "(data.test_size, or data.eval_files).")  # fmt: skip
+        return (f"only {n} held-out examples ({shown}), too few to judge the model by (the gate needs at "
+                f"least {t.min_pairs}): label more pairs, or hold out more of them (data.test_size, or "
+                "data.eval_files).")  # fmt: skip
     if high < chance:
         return (f"held-out accuracy {measured} is below chance ({chance:.0%}) with confidence: the labels may "
                 "be swapped (chosen and rejected, or good and bad) in the training or the held-out data; check "
