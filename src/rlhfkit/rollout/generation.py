@@ -17,7 +17,7 @@ from rlhfkit.config import GenerationConfig
 from rlhfkit.errors import RlhfkitError
 from rlhfkit.rollout.decoding import DecodeSettings, decode
 
-__all__ = ["Generation", "check_prompts", "encode_prompts", "generate", "response_mask_from_eos"]
+__all__ = ["Generation", "check_prompts", "decode_texts", "encode_prompts", "generate", "response_mask_from_eos"]
 
 
 @dataclass
@@ -141,8 +141,21 @@ def generate(
 def _finish(tokenizer: Any, prompt_ids: torch.Tensor, prompt_mask: torch.Tensor, response: torch.Tensor) -> Generation:
     mask, ended = response_mask_from_eos(response, tokenizer.eos_token_id)
     response = torch.where(mask.bool(), response, torch.full_like(response, tokenizer.pad_token_id))
+    return Generation(prompt_ids, prompt_mask, response, mask, ended, decode_texts(tokenizer, response))
+
+
+def decode_texts(tokenizer: Any, response: torch.Tensor) -> list[str]:
+    """The text of each (B, T) response, decoded whole, without special tokens and without U+FFFD.
+
+    A byte-level vocabulary (the presets', GPT-2's) holds every single byte, so a policy can sample bytes
+    that form no UTF-8 character: a lone lead or continuation byte, or a character cut off by
+    ``max_new_tokens``. Decoding the whole sequence joins the bytes of a character split over tokens; what
+    is still invalid carries no text, and the tokenizer shows each such run as U+FFFD, the replacement
+    character. Those runs are dropped here, once for every consumer (rewards, reports, feedback items); the
+    token ids keep them.
+    """
     texts = tokenizer.batch_decode(response, skip_special_tokens=True)
-    return Generation(prompt_ids, prompt_mask, response, mask, ended, [t.strip() for t in texts])
+    return [t.replace("\ufffd", "").strip() for t in texts]
 
 
 def _pad_to(t: torch.Tensor, width: int, value: float | int, left: bool = False) -> torch.Tensor:
