@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from rlhfkit.eval.stats import bootstrap_interval, compare_paired, distinct_n, summarize
+from rlhfkit.eval.stats import bootstrap_interval, compare_paired, distinct_n, repeated_share, summarize
 
 
 def test_summary_of_known_values():
@@ -101,3 +101,28 @@ def test_distinct_n_by_hand():
     assert distinct_n(texts, 2) == 2 / 4
     assert distinct_n(["one"], 2) == 0.0  # no bigram at all
     assert distinct_n(["the same answer"] * 5, 2) == 2 / 10  # collapse shows as a low value
+
+
+# Hand-built responses to 6 prompts: what a summariser, a collapsed policy and word salad look like.
+VARIED = ["#Person1# borrows a history of Rome from the library for 4 weeks.",
+          "#Person1# and #Person2# will go cycling on Sunday at 9 am.",
+          "#Person2# helps #Person1# book a hotel room for 7 nights.",
+          "#Person1# tells #Person2# the bus to the airport leaves at 6.",
+          "#Person2# lost a wallet on the bus and #Person1# helps look for it.",
+          "#Person1# and #Person2# plan a party for Friday evening."]  # fmt: skip
+COLLAPSED = ["#Person1# and #Person2# talk."] * 5 + ["#Person1# and  #person2# TALK."]
+SALAD = ["#Person2# helps sweater's party.", "#Person2# and of's party. The weather will Call a lazy dollars..",
+         "lazy sweater Call of's", "#Person2# dollars weather party", "Call Call the of's a", "sweater's idiot weather"]  # fmt: skip
+
+
+def test_repeated_share_rises_with_a_collapse_and_not_with_word_salad():
+    assert repeated_share(VARIED) == 0.0
+    assert repeated_share(COLLAPSED) == 1.0  # one answer for every prompt (case and spacing ignored)
+    assert repeated_share(SALAD) == 0.0  # salad is incoherent, not repeated: ROUGE-L and KL show it
+    assert repeated_share(VARIED[:4] + [VARIED[0], VARIED[1]]) == 4 / 6  # two answers given twice each
+    assert repeated_share([]) == 0.0
+
+
+def test_distinct_2_measures_variety_so_word_salad_raises_it():
+    """Why distinct-2 is no collapse check: salad repeats fewer bigrams than fluent summaries do."""
+    assert distinct_n(COLLAPSED, 2) < distinct_n(VARIED, 2) < distinct_n(SALAD, 2)

@@ -5,7 +5,7 @@ The pipeline, each step a short function:
     sample every policy (paired: prompt i gets the same random stream under every policy)
     → KL of each policy to the reference policy, on the policy's own samples
     → measures: toxicity, rewards, ROUGE against the references, response length
-    → per policy: mean / median / std with bootstrap intervals, distinct-1/2
+    → per policy: mean / median / std with bootstrap intervals, the repeated-response share, distinct-1/2
     → per pair of policies: paired difference with its interval, Wilcoxon test, win rate
     → samples.csv, summary.csv, comparisons.csv, before/after tables, results.json, report.html
 
@@ -34,7 +34,7 @@ from rlhfkit.errors import RlhfkitError
 from rlhfkit.eval.measures import Measure, build_toxicity, score_all
 from rlhfkit.eval.report import write_report
 from rlhfkit.eval.samples import BeforeAfter, PolicySamples, before_after_tables
-from rlhfkit.eval.stats import compare_paired, distinct_n, summarize
+from rlhfkit.eval.stats import compare_paired, distinct_n, repeated_share, summarize
 from rlhfkit.io import write_json_atomic, write_text_atomic
 
 RESULTS_VERSION = 1
@@ -234,7 +234,8 @@ def add_measures(cfg: Config, samples: list[PolicySamples], prompts: list[str], 
 
     measures: list[Measure] = []
     toxicity = build_toxicity(cfg.eval.toxicity)
-    scorers: list[tuple[Measure, Any]] = [(Measure("toxicity", toxicity.name, False), toxicity)]
+    lexicon = cfg.eval.toxicity.kind == "lexicon"
+    scorers: list[tuple[Measure, Any]] = [(Measure("toxicity", toxicity.name, False, share=lexicon), toxicity)]
     for spec in cfg.reward.rewards:
         reward = build_spec_reward(spec)
         scorers.append((Measure(f"reward:{reward.name}", reward.name, True), reward))
@@ -272,6 +273,7 @@ def summarize_results(cfg: Config, samples: list[PolicySamples], measures: list[
             "measures": {m.key: summarize(s.values[m.key], **kw).to_dict() for m in measures},
             "distinct_1": distinct_n(s.texts, 1),
             "distinct_2": distinct_n(s.texts, 2),
+            "repeated_share": repeated_share(s.texts),
         }
     comparisons = []
     for i, a in enumerate(samples):
@@ -296,7 +298,8 @@ def summarize_results(cfg: Config, samples: list[PolicySamples], measures: list[
         "generation": {"temperature": cfg.generation.temperature, "top_k": cfg.generation.top_k,
                        "top_p": cfg.generation.top_p, "max_new_tokens": cfg.generation.max_new_tokens,
                        "do_sample": cfg.generation.do_sample},
-        "measures": [{"key": m.key, "label": m.label, "higher_is_better": m.higher_is_better} for m in measures],
+        "measures": [{"key": m.key, "label": m.label, "higher_is_better": m.higher_is_better, "share": m.share}
+                     for m in measures],  # fmt: skip
         "policy_order": [s.name for s in samples],
         "policies": per_policy,
         "comparisons": comparisons,
@@ -355,6 +358,7 @@ def write_outputs(out: Path, cfg: Config, samples: list[PolicySamples], measures
                                  s["median_ci"]["low"], s["median_ci"]["high"], s["std"]])  # fmt: skip
         summary_rows.append([name, "distinct_1", len(prompts), entry["distinct_1"], "", "", "", "", "", ""])
         summary_rows.append([name, "distinct_2", len(prompts), entry["distinct_2"], "", "", "", "", "", ""])
+        summary_rows.append([name, "repeated_share", len(prompts), entry["repeated_share"], "", "", "", "", "", ""])
     write_text_atomic(out / "summary.csv", _csv_text(["policy", "measure", "n", "mean", "mean_ci_low", "mean_ci_high",
                                                       "median", "median_ci_low", "median_ci_high", "std"], summary_rows))  # fmt: skip
     comparison_rows = [[c["a"], c["b"], key, r["n"], r["mean_difference"], r["ci"]["low"], r["ci"]["high"],

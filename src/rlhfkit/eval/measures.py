@@ -23,6 +23,8 @@ class Measure:
     """Human-readable name for the report."""
     higher_is_better: bool | None
     """True / False; None for a descriptive measure (KL, length) with no better direction."""
+    share: bool = False
+    """True for a 0/1 measure, whose mean is a share of responses (the lexicon's toxicity): shown in percent."""
 
 
 class LexiconToxicity:

@@ -8,6 +8,7 @@ of a 0/1 measure such as "contains an insult" in the ranking instead of silently
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Sequence
 
@@ -134,9 +135,11 @@ def compare_paired(a: Sequence[float], b: Sequence[float], *, confidence: float 
 def distinct_n(texts: Sequence[str], n: int) -> float:
     """Distinct-n (Li et al. 2016): unique word n-grams over all word n-grams of ``texts``; 0.0 when there are none.
 
-    A policy that collapses into one repeated answer — a known failure of PPO runs — scores near 0. It is
-    a property of the whole set of responses, so it gets no bootstrap interval: resampling responses with
-    replacement duplicates some of them and biases distinct-n downwards.
+    A measure of n-gram variety, not of collapse: one answer repeated for every prompt lowers it, but word
+    salad (random words, often in short responses) raises it above fluent text, because it repeats fewer
+    n-grams. Use :func:`repeated_share` to see a collapse. A property of the whole set of responses, so it
+    gets no bootstrap interval: resampling responses with replacement duplicates some of them and biases
+    distinct-n downwards.
     """
     total, unique = 0, set()
     for text in texts:
@@ -146,3 +149,25 @@ def distinct_n(texts: Sequence[str], n: int) -> float:
         unique.update(grams)
     return len(unique) / total if total else 0.0
 
+
+
+def _normalised(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def repeated_share(texts: Sequence[str]) -> float:
+    """Share of the responses whose text, ignoring case and spacing, is also the response to another prompt.
+
+    The collapse check: 0 when every prompt got a response of its own, 1 when every response is one of
+    a few answers given regardless of the prompt, the loss of output diversity across inputs that RLHF is
+    known for (Kirk et al. 2024, "Understanding the effects of RLHF on LLM generalisation and diversity",
+    ICLR). Word salad does not raise it, since each salad differs from the others (ROUGE-L against the
+    references and the KL to the reference show salad), and near-duplicates that differ in one word are not
+    counted. It is the limit case of across-input similarity measures such as Self-BLEU (Zhu et al. 2018,
+    "Texygen", SIGIR), kept as a plain count so that its value reads directly. Empty responses count as one
+    answer too. No bootstrap interval: it is a property of the whole set.
+    """
+    if not texts:
+        return 0.0
+    counts = Counter(_normalised(t) for t in texts)
+    return sum(c for c in counts.values() if c > 1) / len(texts)
