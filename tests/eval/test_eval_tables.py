@@ -39,22 +39,24 @@ def samples() -> list[PolicySamples]:
     ]
 
 
-def test_the_tables_compare_the_first_policy_with_each_other_by_the_first_reward(samples):
+def test_the_tables_sort_by_the_primary_measure_and_break_its_ties_by_the_first_reward(samples):
     tables = before_after_tables(samples, [TOXICITY, REWARD, LENGTH], PROMPTS, REFERENCES)
-    assert tables.measure == REWARD == primary_measure([TOXICITY, REWARD, LENGTH])
+    assert tables.measure == TOXICITY == primary_measure([TOXICITY, REWARD, LENGTH]) and tables.tiebreak == REWARD
     assert [(t.a, t.b) for t in tables.tables] == [("sft", "ppo"), ("sft", "base")]
     ppo = tables.tables[0].rows
-    assert [r["prompt_index"] for r in ppo] == [0, 2, 3, 1], "largest improvement first"
+    # toxicity sft → ppo: 1→0, 0→1, 1→0, 0→0 (lower is better); reward change +1, −2, +0.5, 0.
+    # Improvements first (prompts 0 and 2, the larger reward gain first), then no change (3), then the worse (1)
+    assert [r["prompt_index"] for r in ppo] == [0, 2, 3, 1]
     assert ppo[0] == {"prompt_index": 0, "prompt": "p0", "reference": "r0", "response_before": "sft says 0",
-                      "response_after": "ppo says 0", "score_before": 0.0, "score_after": 1.0, "difference": 1.0,
-                      "toxicity_before": 1.0, "toxicity_after": 0.0}  # fmt: skip
+                      "response_after": "ppo says 0", "score_before": 1.0, "score_after": 0.0, "difference": -1.0,
+                      "reward_before": 0.0, "reward_after": 1.0, "reward_difference": 1.0}  # fmt: skip
 
 
-def test_without_a_reward_the_tables_sort_by_toxicity_lower_is_better(samples):
+def test_without_a_reward_the_tables_sort_by_toxicity_then_by_prompt(samples):
     tables = before_after_tables(samples, [TOXICITY, LENGTH], PROMPTS, REFERENCES)
-    assert tables.measure == TOXICITY
-    assert [r["prompt_index"] for r in tables.tables[0].rows][:2] == [0, 2], "toxicity 1 → 0 first"
-    assert [r["prompt_index"] for r in tables.tables[0].rows][-1] == 1, "toxicity 0 → 1 last"
+    assert tables.measure == TOXICITY and tables.tiebreak is None
+    assert [r["prompt_index"] for r in tables.tables[0].rows] == [0, 2, 3, 1], "toxicity 1 → 0 first, 0 → 1 last"
+    assert "reward_before" not in tables.tables[0].rows[0]
 
 
 def test_the_csv_files_and_the_report_show_the_tables_they_are_given(samples, tmp_path):
@@ -65,7 +67,7 @@ def test_the_csv_files_and_the_report_show_the_tables_they_are_given(samples, tm
 
     files = write_outputs(tmp_path, cfg, samples, measures, PROMPTS, REFERENCES, results, tables)
     assert files["tables"] == ["before_after_sft_vs_ppo.csv", "before_after_sft_vs_base.csv"]
-    assert results["table_measure"] == "reward:rm"
+    assert results["table_measure"] == "toxicity"
     written = list(csv.DictReader((tmp_path / "before_after_sft_vs_ppo.csv").open()))
     assert [int(r["prompt_index"]) for r in written] == [r["prompt_index"] for r in tables.tables[0].rows]
 
