@@ -8,6 +8,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from rlhfkit.eval.verdict import format_p, judgement
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -57,44 +59,61 @@ def _default_output(configured: str) -> str:
 
 
 def print_headline(results: dict[str, Any], console: Console) -> None:
-    """Mean [CI] of each measure per policy, and the change from the first policy with its CI and p-value."""
+    """What the terminal shows, readable at 80 columns: the means per policy (each interval on the line below
+    its mean), then one table per policy against the first (the change, its interval, the Wilcoxon p-value
+    and the judgement), then the verdict in words (:func:`rlhfkit.eval.verdict.verdict_lines`, as in report.html)."""
+    from rlhfkit.eval.verdict import verdict_lines
+
     names = results["policy_order"]
     pct = round(results["confidence"] * 100)
-    table = Table(title=f"{results['prompts']} {results['split']} prompts, {pct}% bootstrap intervals")
-    table.add_column("measure")
+    table = Table(title=f"{results['prompts']} {results['split']} prompts: mean, {pct}% bootstrap interval below")
+    table.add_column("measure", min_width=12)
     for name in names:
-        table.add_column(name, justify="right")
-    first = names[0]
-    comparisons = {c["b"]: c for c in results["comparisons"] if c["a"] == first}
-    for name in names[1:]:
-        table.add_column(f"{name} − {first}", justify="right")
+        table.add_column(name, justify="right", no_wrap=True)
     for m in results["measures"]:
         cells = []
         for name in names:
             s = results["policies"][name]["measures"][m["key"]]
-            low, high = _fixed(s["mean_ci"]["low"]), _fixed(s["mean_ci"]["high"])
-            cells.append(f"{_fixed(s['mean'])}\n[dim][{low}, {high}][/dim]")
-        for name in names[1:]:
-            r = comparisons[name]["measures"][m["key"]]
-            style = _style(m["higher_is_better"], r["ci"]["low"], r["ci"]["high"])
-            text = f"{r['mean_difference']:+.3f} p={r['p_value']:.2g}\n[{r['ci']['low']:+.3f}, {r['ci']['high']:+.3f}]"
-            cells.append(f"[{style}]{text}[/{style}]" if style else text)
-        arrow = {True: " ↑", False: " ↓"}.get(m["higher_is_better"], "")
-        table.add_row(m["label"] + arrow, *cells)
-    table.add_row("distinct-2", *[f"{results['policies'][n]['distinct_2']:.3f}" for n in names],
-                  *["" for _ in names[1:]])  # fmt: skip
+            cells.append(f"{_short(s['mean'])}\n[dim][{_short(s['mean_ci']['low'])}, {_short(s['mean_ci']['high'])}][/dim]")
+        table.add_row(_label(m), *cells)
+    if all("repeated_share" in results["policies"][n] for n in names):
+        table.add_row("repeated responses (collapse)", *[f"{results['policies'][n]['repeated_share']:.1%}" for n in names])
     console.print(table)
 
+    first = names[0]
+    for name in names[1:]:
+        comparison = next(c for c in results["comparisons"] if c["a"] == first and c["b"] == name)
+        pairs = Table(title=f"{name} − {first}, paired on the same prompts")
+        pairs.add_column("measure", min_width=12)
+        for title in ("change", f"{pct}% interval", "Wilcoxon p", "verdict"):
+            pairs.add_column(title, justify="right", no_wrap=True)
+        for m in results["measures"]:
+            r = comparison["measures"][m["key"]]
+            style = _style(m["higher_is_better"], r["ci"]["low"], r["ci"]["high"])
+            change = f"{_short(r['mean_difference'], sign=True)}"
+            interval = f"[{_short(r['ci']['low'], sign=True)}, {_short(r['ci']['high'], sign=True)}]"
+            word = judgement(m["higher_is_better"], r["ci"]["low"], r["ci"]["high"]) or "–"
+            if style:
+                change, word = f"[{style}]{change}[/{style}]", f"[{style}]{word}[/{style}]"
+            pairs.add_row(_label(m), change, interval, format_p(r["p_value"]), word)
+        console.print(pairs)
+    for line in verdict_lines(results):
+        console.print()
+        console.print(line)
 
-def _fixed(value: float) -> str:
-    """Three decimals, without the "-0.000" of a float-rounding residue."""
-    text = f"{value:.3f}"
-    return text[1:] if text == "-0.000" else text
+
+def _label(m: dict[str, Any]) -> str:
+    arrow = {True: " ↑", False: " ↓"}.get(m["higher_is_better"], "")
+    return m["label"] + arrow
+
+
+def _short(value: float, sign: bool = False) -> str:
+    """Three decimals below 10, one above (length in tokens), without the "-0.000" of a float-rounding residue."""
+    decimals = 3 if abs(value) < 10 else 1
+    return f"{0.0 if round(value, decimals) == 0 else value:{'+' if sign else ''}.{decimals}f}"
 
 
 def _style(higher_is_better: bool | None, low: float, high: float) -> str:
     """green when the interval shows an improvement, red when it shows a deterioration."""
-    if higher_is_better is None or low <= 0 <= high:
-        return ""
-    improved = (low > 0) == higher_is_better
-    return "green" if improved else "red"
+    word = judgement(higher_is_better, low, high)
+    return {"better": "green", "worse": "red"}.get(word or "", "")
