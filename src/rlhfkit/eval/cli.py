@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="compare policies on held-out prompts with confidence intervals and paired tests",
         description="Sample every policy on the same held-out prompts (prompt i gets the same random stream under "
         "every policy), score the responses (toxicity, reward.rewards, ROUGE against the references, KL to the "
-        "reference policy, length, distinct-n), and report bootstrap confidence intervals, paired differences "
+        "reference policy, length, the repeated-response share), and report bootstrap confidence intervals, paired differences "
         "with a Wilcoxon test and win rates. Writes report.html, results.json and CSV tables.",
         epilog="example: rlhfkit eval --config configs/ppo-tiny-t5.yaml --policy sft=runs/sft-tiny-t5/adapter "
         "--policy ppo=runs/ppo-tiny-t5/adapter -o runs/eval",
