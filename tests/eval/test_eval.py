@@ -65,6 +65,7 @@ def test_eval_compares_policies_with_intervals_and_writes_every_output(tmp_path,
             s = results["policies"][name]["measures"][key]
             assert s["n"] == 12 and s["mean_ci"]["low"] <= s["mean"] + 1e-12 <= s["mean_ci"]["high"] + 2e-12
         assert 0.0 < results["policies"][name]["distinct_2"] <= 1.0
+        assert 0.0 <= results["policies"][name]["repeated_share"] <= 1.0
     # KL is measured against the first policy: ~0 for itself (the same model scoring its own samples), > 0 otherwise
     assert abs(results["policies"]["sft"]["measures"]["kl"]["mean"]) < 1e-4
     assert results["policies"]["ppo"]["measures"]["kl"]["mean"] > 0.05
@@ -79,7 +80,7 @@ def test_eval_compares_policies_with_intervals_and_writes_every_output(tmp_path,
     table = list(csv.DictReader((out / "before_after_sft_vs_ppo.csv").open()))
     assert len(table) == 12
     diffs = [float(r["difference"]) for r in table]
-    assert diffs == sorted(diffs, reverse=True)  # the first reward (higher is better): biggest improvement first
+    assert diffs == sorted(diffs)  # toxicity, the first measure (lower is better): biggest improvement first
     assert all(float(r["score_after"]) - float(r["score_before"]) == pytest.approx(float(r["difference"])) for r in table)
     assert (out / "before_after_sft_vs_base.csv").is_file() and (out / "summary.csv").is_file()
     assert (out / "comparisons.csv").is_file() and (out / "config.yaml").is_file()
