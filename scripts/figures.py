@@ -114,12 +114,12 @@ def machine() -> dict[str, Any]:
             "transformers": transformers.__version__, "python": platform.python_version()}
 
 
-def export_commit(destination: Path, root: Path = ROOT) -> None:
+def export_commit(destination: Path, commit: str, root: Path = ROOT) -> None:
     """The committed src/ and configs/ of HEAD, exported to ``destination``: the runs use the commit's code, not
     whatever uncommitted edits the working tree holds while they run (others may be editing it)."""
     shutil.rmtree(destination, ignore_errors=True)
     destination.mkdir(parents=True)
-    archive = subprocess.run(["git", "archive", "--format=tar", "HEAD", "src", "configs"], cwd=root,
+    archive = subprocess.run(["git", "archive", "--format=tar", commit, "src", "configs"], cwd=root,
                              capture_output=True, check=True).stdout
     subprocess.run(["tar", "-x", "-C", str(destination)], input=archive, check=True)
 
@@ -145,7 +145,7 @@ def run_all(names: list[str] | None = None, out: Path = OUT) -> None:
                            f"{git['commit']}: rerun them all (without --only) so that every figure is of one commit")
     record.update({"git": git, "machine": machine(), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")})
     code = out / ".code"
-    export_commit(code)
+    export_commit(code, git["commit"])  # the commit the stamp names, even if HEAD moves meanwhile
     # the commit's code first on the path, before the editable install of the working tree
     env = {**os.environ, "PYTHONPATH": str(code / "src"), "COLUMNS": "80", "HF_HUB_OFFLINE": "1",
            "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1", "PYTHONUNBUFFERED": "1"}
@@ -201,7 +201,7 @@ def result_section(log: str) -> str:
 
 def demo_total_seconds(log: str) -> int:
     """The demo's own total, from its 'Demo total N s.' line (a fresh folder: no stage reused)."""
-    found = re.findall(r"Demo total (\d+) s\.", log)
+    found = re.findall(r"Demo\s+total\s+(\d+)\s+s\.", log)  # rich may wrap the line anywhere
     if not found:
         raise FiguresError("the demo's log has no 'Demo total N s.' line: was the folder fresh?")
     return int(found[-1])
@@ -228,29 +228,53 @@ def _samples(path: Path, limit: int) -> list[dict[str, Any]]:
         return [row for row in csv.DictReader(handle) if int(row["prompt_index"]) < limit]
 
 
-def load_results(out: Path = OUT) -> dict[str, Any]:
-    """Everything the renderers need, read from runs/figures/."""
-    record = _json(out / "runs.json")
+def load_results(out: Path = OUT) -> tuple[dict[str, Any], dict[str, str]]:
+    """Everything the renderers need, read from runs/figures/, and why each group that could not be read is
+    missing (group name → the problem)."""
+    loaded: dict[str, Any] = {"provenance": _json(out / "runs.json")}
+    missing: dict[str, str] = {}
+    for group, read in (("demo", _read_demo), ("kl", _read_kl), ("sft", _read_sft), ("rm", _read_rm)):
+        try:
+            loaded[group] = read(out)
+        except (FiguresError, OSError, KeyError, ValueError) as error:
+            missing[group] = str(error)
+    return loaded, missing
+
+
+def _read_demo(out: Path) -> dict[str, Any]:
     demo: dict[str, Any] = {}
     for seed, folder, results in ((0, "demo0", "demo0-eval-plain/results.json"), (1, "demo1", "demo1/eval/results.json"),
                                   (2, "demo2", "demo2/eval/results.json")):  # fmt: skip
         log = (out / f"{folder}.log").read_text() if (out / f"{folder}.log").is_file() else ""
         demo[str(seed)] = {"results": _json(out / results), "stages": _stages(out / folder),
                            "result_text": result_section(log), "total_seconds": demo_total_seconds(log)}
-    kl = {"results": _json(out / "demo0/eval/results.json"), "samples": _samples(out / "demo0/eval/samples.csv", 5),
+    return demo
+
+
+def _read_kl(out: Path) -> dict[str, Any]:
+    log = out / "demo0-kl.log"
+    return {"result_text": result_section(log.read_text() if log.is_file() else ""),
+            "results": _json(out / "demo0/eval/results.json"), "samples": _samples(out / "demo0/eval/samples.csv", 5),
           "curves": {name: [{k: r.get(k) for k in ("step", "kl/k1", "score/mean")} for r in
                             _jsonl(out / f"demo0/{name}/metrics.jsonl") if r.get("kl/k1") is not None]
                      for name in ("ppo", "ppo-beta0")}}  # fmt: skip
+
+
+def _read_sft(out: Path) -> dict[str, Any]:
     sft = {}
     for name in ("tiny-t5", "tiny-llama"):
         final = _json(out / f"sft-{name}/final_metrics.json")
         config = (out / f"sft-{name}/config.yaml").read_text()
         precision = re.search(r"^\s+precision:\s*(\S+)", config, re.M)
         sft[name] = {"final": final, "precision": precision.group(1) if precision else "?"}
+    return sft
+
+
+def _read_rm(out: Path) -> dict[str, Any]:
     rm = {}
     for name in ("rm-minilm", "rm-minilm-flip"):
         rm[name] = {"report": _json(out / f"{name}/report.json"), "output": reward_train_output((out / f"{name}.log").read_text())}
-    return {"provenance": record, "demo": demo, "kl": kl, "sft": sft, "rm": rm}
+    return rm
 
 
 # --------------------------------------------------------------------------------------------------
@@ -307,16 +331,8 @@ def render_demo_result(r: dict[str, Any]) -> str:
 
 
 def render_eval_headline(r: dict[str, Any]) -> str:
-    """The headline table alone, as `rlhfkit eval` prints it (the demo's seed 0)."""
-    lines = r["demo"]["0"]["result_text"].splitlines()
-    table = [line for line in lines[1:] if line.strip() and not re.match(r"^[A-Z][a-z]", line)
-             and not line.startswith(("→", "0.", "Report"))]  # fmt: skip
-    body = []
-    for line in table:  # the table ends with its bottom border; the demo's prose follows it
-        body.append(line)
-        if line.startswith("└"):
-            break
-    return "```\n" + "\n".join(body) + "\n```\n\n" + stamp(r["provenance"], ("demo0",))
+    """What the terminal shows at the end of the demo (seed 0): the means, the changes and the verdict."""
+    return "```\n" + r["demo"]["0"]["result_text"] + "\n```\n\n" + stamp(r["provenance"], ("demo0",))
 
 
 def _rm(stages: dict[str, Any]) -> dict[str, Any]:
@@ -470,6 +486,12 @@ def render_rm_minilm_flip(r: dict[str, Any]) -> str:
             "before normalisation.\n\n" + stamp(r["provenance"], ("rm-minilm", "rm-minilm-flip")))
 
 
+NEEDS = {"demo-duration": "demo", "demo-result": "demo", "demo-seeds": "demo", "demo-rm-accuracy": "demo",
+         "eval-headline": "demo", "rm-accuracy-range": "demo", "kl-curves": "kl", "kl-table": "kl", "kl-samples": "kl",
+         "sft-table": "sft", "sft-summary": "sft", "rm-minilm-summary": "rm", "rm-minilm-output": "rm",
+         "rm-minilm-flip": "rm"}  # fmt: skip
+"""The group of load_results() each block is rendered from."""
+
 RENDERERS: dict[str, Callable[[dict[str, Any]], str]] = {
     "demo-duration": render_demo_duration,
     "demo-result": render_demo_result,
@@ -529,13 +551,17 @@ def find_blocks(text: str, where: str = "text") -> list[Block]:
     return blocks
 
 
-def replace_blocks(text: str, rendered: dict[str, str], where: str = "text") -> str:
-    """``text`` with the inside of each marked block replaced by its rendering; nothing else changes."""
+def replace_blocks(text: str, rendered: dict[str, str | None], where: str = "text") -> str:
+    """``text`` with the inside of each marked block replaced by its rendering (None: left as it is); nothing
+    else changes."""
     pieces, last = [], 0
     for block in find_blocks(text, where):
         if block.name not in rendered:
             raise FiguresError(f"{where}: no renderer for marker figures:{block.name}")
-        pieces += [text[last : block.start], "\n", rendered[block.name].strip("\n"), "\n"]
+        new = rendered[block.name]
+        if new is None:
+            continue
+        pieces += [text[last : block.start], "\n", new.strip("\n"), "\n"]
         last = block.end
     pieces.append(text[last:])
     return "".join(pieces)
@@ -563,12 +589,17 @@ def check_markers(texts: dict[str, str], renderers: dict[str, Any] = RENDERERS) 
     return where
 
 
-def render_all(out: Path = OUT, root: Path = ROOT) -> list[Path]:
-    """Rewrite every document's marked blocks from runs/figures/; returns the documents that changed."""
+def render_all(out: Path = OUT, root: Path = ROOT, partial: bool = False) -> tuple[list[Path], dict[str, str]]:
+    """Rewrite every document's marked blocks from runs/figures/. Returns the documents that changed and the
+    blocks left as they were (name → why), which is only allowed with ``partial``."""
     texts = {str(p.relative_to(root)): p.read_text() for p in documents(root)}
     check_markers(texts)  # before reading any result: a marker problem is reported first
-    results = load_results(out)
-    rendered = {name: fn(results) for name, fn in RENDERERS.items()}
+    results, missing = load_results(out)
+    stale = {name: missing[NEEDS[name]] for name in RENDERERS if NEEDS[name] in missing}
+    if stale and not partial:
+        raise FiguresError("cannot render " + "; ".join(f"figures:{n} ({why})" for n, why in stale.items())
+                           + ". Nothing was written (--partial renders the others and leaves these as they are)")
+    rendered = {name: None if name in stale else fn(results) for name, fn in RENDERERS.items()}
     changed = []
     for name, text in texts.items():
         new = replace_blocks(text, rendered, name)
@@ -578,7 +609,7 @@ def render_all(out: Path = OUT, root: Path = ROOT) -> list[Path]:
     curves = out / "demo0" / "eval" / "plots" / "training_curves.png"
     if curves.is_file():  # the figure the kl-curves block shows, from the report of the --kl-comparison run
         shutil.copyfile(curves, root / "docs" / "images" / "kl-penalty.png")
-    return changed
+    return changed, stale
 
 # --------------------------------------------------------------------------------------------------
 # The command
@@ -588,6 +619,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("action", nargs="?", default="all", choices=("all", "run", "render", "check"))
     parser.add_argument("--only", nargs="+", metavar="RUN", help="with run: only these runs")
+    parser.add_argument("--partial", action="store_true",
+                        help="with render: render the blocks whose runs exist, leave the others as they are (listed)")
     args = parser.parse_args(argv)
     try:
         if args.action == "check":
@@ -598,8 +631,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.action in ("all", "run"):
             run_all(args.only)
         if args.action in ("all", "render"):
-            changed = render_all()
+            changed, stale = render_all(partial=args.partial)
             print("rewrote " + (", ".join(str(p.relative_to(ROOT)) for p in changed) or "nothing (already current)"))
+            for name, why in stale.items():
+                print(f"NOT rendered, left as it was: figures:{name} ({why})", file=sys.stderr)
     except FiguresError as error:
         print(f"figures: {error}", file=sys.stderr)
         return 2
