@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import struct
 
+from handbuilt import MEASURES, PROMPTS, REFERENCES, results_of, three_policies
 from rich.console import Console
 
 from rlhfkit.config import Config, replace
 from rlhfkit.eval.cli import print_headline
-from rlhfkit.eval.report import DPI, FIGURE_WIDTH_PX, histograms_figure, means_figure, means_plot, write_report
+from rlhfkit.eval.report import (
+    DPI,
+    FIGURE_WIDTH_PX,
+    histograms_figure,
+    means_figure,
+    means_plot,
+    write_report,
+)
 from rlhfkit.eval.samples import before_after_tables
 from rlhfkit.eval.verdict import judgement, verdict_lines
-
-from handbuilt import MEASURES, PROMPTS, REFERENCES, results_of, three_policies
 
 
 def test_judgement_needs_the_whole_interval_on_one_side_of_zero():

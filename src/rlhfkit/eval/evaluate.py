@@ -16,6 +16,7 @@ the before/after table is sorted by the change so the best and the worst cases a
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
 import re
@@ -298,8 +299,7 @@ def summarize_results(cfg: Config, samples: list[PolicySamples], measures: list[
         "generation": {"temperature": cfg.generation.temperature, "top_k": cfg.generation.top_k,
                        "top_p": cfg.generation.top_p, "max_new_tokens": cfg.generation.max_new_tokens,
                        "do_sample": cfg.generation.do_sample},
-        "measures": [{"key": m.key, "label": m.label, "higher_is_better": m.higher_is_better, "share": m.share}
-                     for m in measures],  # fmt: skip
+        "measures": [dataclasses.asdict(m) for m in measures],  # key, label, higher_is_better, share
         "policy_order": [s.name for s in samples],
         "policies": per_policy,
         "comparisons": comparisons,
