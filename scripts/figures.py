@@ -233,7 +233,15 @@ def load_results(out: Path = OUT) -> tuple[dict[str, Any], dict[str, str]]:
     missing (group name → the problem)."""
     loaded: dict[str, Any] = {"provenance": _json(out / "runs.json")}
     missing: dict[str, str] = {}
-    for group, read in (("demo", _read_demo), ("kl", _read_kl), ("sft", _read_sft), ("rm", _read_rm)):
+    loaded["demo"] = {}
+    for seed in (0, 1, 2):
+        try:
+            loaded["demo"][str(seed)] = _read_demo(out, seed)
+        except (FiguresError, OSError, KeyError, ValueError) as error:
+            missing["seeds"] = missing.get("seeds", str(error))
+            if seed == 0:
+                missing["demo0"] = str(error)
+    for group, read in (("kl", _read_kl), ("sft", _read_sft), ("rm", _read_rm)):
         try:
             loaded[group] = read(out)
         except (FiguresError, OSError, KeyError, ValueError) as error:
@@ -241,14 +249,13 @@ def load_results(out: Path = OUT) -> tuple[dict[str, Any], dict[str, str]]:
     return loaded, missing
 
 
-def _read_demo(out: Path) -> dict[str, Any]:
-    demo: dict[str, Any] = {}
-    for seed, folder, results in ((0, "demo0", "demo0-eval-plain/results.json"), (1, "demo1", "demo1/eval/results.json"),
-                                  (2, "demo2", "demo2/eval/results.json")):  # fmt: skip
-        log = (out / f"{folder}.log").read_text() if (out / f"{folder}.log").is_file() else ""
-        demo[str(seed)] = {"results": _json(out / results), "stages": _stages(out / folder),
-                           "result_text": result_section(log), "total_seconds": demo_total_seconds(log)}
-    return demo
+def _read_demo(out: Path, seed: int) -> dict[str, Any]:
+    # seed 0's evaluation was copied aside before --kl-comparison re-evaluated its folder with three policies
+    results = "demo0-eval-plain/results.json" if seed == 0 else f"demo{seed}/eval/results.json"
+    log = out / f"demo{seed}.log"
+    text = log.read_text() if log.is_file() else ""
+    return {"results": _json(out / results), "stages": _stages(out / f"demo{seed}"),
+            "result_text": result_section(text), "total_seconds": demo_total_seconds(text)}
 
 
 def _read_kl(out: Path) -> dict[str, Any]:
@@ -486,8 +493,8 @@ def render_rm_minilm_flip(r: dict[str, Any]) -> str:
             "before normalisation.\n\n" + stamp(r["provenance"], ("rm-minilm", "rm-minilm-flip")))
 
 
-NEEDS = {"demo-duration": "demo", "demo-result": "demo", "demo-seeds": "demo", "demo-rm-accuracy": "demo",
-         "eval-headline": "demo", "rm-accuracy-range": "demo", "kl-curves": "kl", "kl-table": "kl", "kl-samples": "kl",
+NEEDS = {"demo-duration": "demo0", "demo-result": "demo0", "demo-seeds": "seeds", "demo-rm-accuracy": "demo0",
+         "eval-headline": "demo0", "rm-accuracy-range": "seeds", "kl-curves": "kl", "kl-table": "kl", "kl-samples": "kl",
          "sft-table": "sft", "sft-summary": "sft", "rm-minilm-summary": "rm", "rm-minilm-output": "rm",
          "rm-minilm-flip": "rm"}  # fmt: skip
 """The group of load_results() each block is rendered from."""
