@@ -87,9 +87,9 @@ RUNS: tuple[Run, ...] = (
 )
 
 
-def git_state(root: Path = ROOT) -> dict[str, Any]:
-    """The commit and whether the tracked or untracked (not ignored) files differ from it."""
-    sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+def git_state(root: Path = ROOT, commit: str = "HEAD") -> dict[str, Any]:
+    """The commit and whether the tracked or untracked (not ignored) files differ from HEAD."""
+    sha = subprocess.run(["git", "rev-parse", "--short", commit], cwd=root, capture_output=True, text=True,
                          check=True).stdout.strip()
     status = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True,
                             check=True).stdout
@@ -129,7 +129,7 @@ def _argv(command: tuple[str, ...], code: Path) -> list[str]:
     return [str(code / a) if a.startswith("configs/") else a for a in argv]
 
 
-def run_all(names: list[str] | None = None, out: Path = OUT, threads: int | None = None) -> None:
+def run_all(names: list[str] | None = None, out: Path = OUT, threads: int | None = None, commit: str = "HEAD") -> None:
     """Run the named runs (all by default) from fresh folders, recording their wall time in runs.json."""
     selected = [r for r in RUNS if names is None or r.name in names]
     unknown = set(names or ()) - {r.name for r in RUNS}
@@ -139,14 +139,16 @@ def run_all(names: list[str] | None = None, out: Path = OUT, threads: int | None
     out.mkdir(parents=True, exist_ok=True)
     record_path = out / "runs.json"
     record = json.loads(record_path.read_text()) if record_path.is_file() and names is not None else {"runs": {}}
-    git = git_state()
+    git = git_state(commit=commit)
     if record.get("git", {}).get("commit", git["commit"]) != git["commit"]:
         raise FiguresError(f"runs/figures/runs.json holds runs of commit {record['git']['commit']}, HEAD is "
                            f"{git['commit']}: rerun them all (without --only) so that every figure is of one commit")
     record.update({"git": git, "machine": machine(), "threads": threads,
                    "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")})
-    code = out / ".code"
-    export_commit(code, git["commit"])  # the commit the stamp names, even if HEAD moves meanwhile
+    code = out / f".code-{git['commit']}"
+    if not code.is_dir():  # the commit the stamp names, even if HEAD moves meanwhile; shared by runners of one commit
+        export_commit(code.with_name(code.name + ".partial"), git["commit"])
+        code.with_name(code.name + ".partial").rename(code)
     # the commit's code first on the path, before the editable install of the working tree
     env = {**os.environ, "PYTHONPATH": str(code / "src"), "COLUMNS": "80", "HF_HUB_OFFLINE": "1",
            "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1", "PYTHONUNBUFFERED": "1"}
@@ -169,9 +171,12 @@ def run_all(names: list[str] | None = None, out: Path = OUT, threads: int | None
         for source, destination in run.keep:
             shutil.rmtree(out / destination, ignore_errors=True)
             shutil.copytree(out / source, out / destination)
-        record["runs"][run.name] = {"commands": [" ".join(c) for c in run.commands], "seconds": round(seconds, 1),
-                                    "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+        entry = {"commands": [" ".join(c) for c in run.commands], "seconds": round(seconds, 1),
+                 "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+        record["runs"][run.name] = entry
         record_path.write_text(json.dumps(record, indent=2) + "\n")
+        # each run's own record too, so that runners started side by side (--only) never drop each other's
+        (out / f"{run.name}.run.json").write_text(json.dumps({**entry, "commit": git["commit"], "threads": threads}) + "\n")
         print(f"[figures] {run.name}: {seconds:.0f} s", flush=True)
 
 
@@ -234,7 +239,15 @@ def _samples(path: Path, limit: int) -> list[dict[str, Any]]:
 def load_results(out: Path = OUT) -> tuple[dict[str, Any], dict[str, str]]:
     """Everything the renderers need, read from runs/figures/, and why each group that could not be read is
     missing (group name → the problem)."""
-    loaded: dict[str, Any] = {"provenance": _json(out / "runs.json")}
+    provenance = _json(out / "runs.json")
+    for path in sorted(out.glob("*.run.json")):
+        entry = json.loads(path.read_text())
+        if entry["commit"] != provenance["git"]["commit"] or entry["threads"] != provenance.get("threads"):
+            raise FiguresError(f"{path} is a run of commit {entry['commit']} with threads {entry['threads']}, "
+                               f"runs.json's are of {provenance['git']['commit']} with {provenance.get('threads')}: "
+                               "rerun them all")
+        provenance["runs"][path.name[: -len(".run.json")]] = entry
+    loaded: dict[str, Any] = {"provenance": provenance}
     missing: dict[str, str] = {}
     loaded["demo"] = {}
     for seed in (0, 1, 2):
@@ -633,6 +646,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", metavar="RUN", help="with run: only these runs")
     parser.add_argument("--threads", type=int, help="with run: torch threads per run (OMP_NUM_THREADS); on a "
                         "machine other jobs load, 1 is much faster than a thread per core")
+    parser.add_argument("--commit", default="HEAD", help="with run: the commit whose src/ and configs/ run "
+                        "(default HEAD), e.g. to add runs beside others of an earlier commit")
     parser.add_argument("--partial", action="store_true",
                         help="with render: render the blocks whose runs exist, leave the others as they are (listed)")
     args = parser.parse_args(argv)
@@ -643,7 +658,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{len(where)} marked blocks, each with a renderer: " + ", ".join(sorted(where)))
             return 0
         if args.action in ("all", "run"):
-            run_all(args.only, threads=args.threads)
+            run_all(args.only, threads=args.threads, commit=args.commit)
         if args.action in ("all", "render"):
             changed, stale = render_all(partial=args.partial)
             print("rewrote " + (", ".join(str(p.relative_to(ROOT)) for p in changed) or "nothing (already current)"))
