@@ -275,6 +275,8 @@ def _read_demo(out: Path, seed: int) -> dict[str, Any]:
 
 
 def _read_kl(out: Path) -> dict[str, Any]:
+    if not (out / "demo0/eval/plots/training_curves.png").is_file():
+        raise FiguresError(f"{out / 'demo0/eval/plots/training_curves.png'} is missing")
     log = out / "demo0-kl.log"
     return {"result_text": result_section(log.read_text() if log.is_file() else ""),
             "results": _json(out / "demo0/eval/results.json"), "samples": _samples(out / "demo0/eval/samples.csv", 5),
@@ -347,8 +349,10 @@ def _mean(results: dict[str, Any], policy: str, key: str) -> float:
 
 def render_demo_duration(r: dict[str, Any]) -> str:
     seconds = r["demo"]["0"]["total_seconds"]
-    return (f"On the machine named below it took {seconds} s (`rlhfkit demo --seed 0` into a fresh folder, the preset "
-            f"already built), as the demo's last line says.\n\n" + stamp(r["provenance"], ("demo0",)))
+    preset = r["demo"]["0"]["stages"]["preset"]["stage_seconds"]
+    return (f"On the machine named below it took {seconds} s, as the demo's last line says (`rlhfkit demo --seed 0` "
+            f"into a fresh folder; building the preset took {preset:.0f} s of it: it is built once per machine).\n\n"
+            + stamp(r["provenance"], ("demo0",)))
 
 
 def render_demo_result(r: dict[str, Any]) -> str:
@@ -632,7 +636,7 @@ def render_all(out: Path = OUT, root: Path = ROOT, partial: bool = False) -> tup
             (root / name).write_text(new)
             changed.append(root / name)
     curves = out / "demo0" / "eval" / "plots" / "training_curves.png"
-    if curves.is_file():  # the figure the kl-curves block shows, from the report of the --kl-comparison run
+    if "kl-curves" not in stale:  # the figure the kl-curves block shows, from the report of the --kl-comparison run
         shutil.copyfile(curves, root / "docs" / "images" / "kl-penalty.png")
     return changed, stale
 

@@ -39,7 +39,8 @@ def demo_seed(tox: tuple, rouge: tuple, kl: tuple, d_tox: tuple, d_rouge: tuple,
     diffs = {"toxicity": d_tox, "rougeL": d_rouge}
     acc, low, high, n = rm
     return {"results": results({"sft": sft, "ppo": ppo}, {("sft", "ppo"): diffs}),
-            "stages": {"reward_model": {"heldout_accuracy": acc, "ci_low": low, "ci_high": high, "n": n}},
+            "stages": {"preset": {"stage_seconds": 0.2},
+                       "reward_model": {"heldout_accuracy": acc, "ci_low": low, "ci_high": high, "n": n}},
             "result_text": RESULT_TEXT, "total_seconds": total}  # fmt: skip
 
 
@@ -168,6 +169,13 @@ def test_sft_table_and_summary() -> None:
     assert figures.render_sft_summary(FIXTURE).startswith(
         "Figures (300 steps of batch 16): tiny-t5 reaches ROUGE-L 0.693 in 69 s, and 30.5% of its sampled summaries "
         "are toxic; tiny-llama reaches 0.605 in 67 s, with 37.5% toxic.\n\n")  # fmt: skip
+
+
+def test_demo_duration() -> None:
+    assert figures.render_demo_duration(FIXTURE) == (
+        "On the machine named below it took 199 s, as the demo's last line says (`rlhfkit demo --seed 0` into a fresh "
+        "folder; building the preset took 0 s of it: it is built once per machine).\n\n" + STAMP + "demo0 199 s.*"
+    )
 
 
 def test_demo_result_and_eval_headline_come_from_the_log() -> None:
