@@ -439,6 +439,9 @@ def render_kl_table(r: dict[str, Any]) -> str:
     for label, key, fmt in rows:
         key = _measure_key(res, key)
         lines.append(f"| {label} | " + " | ".join(fmt(_mean(res, n, key)) for n in names) + " |")
+    if all("repeated_share" in res["policies"][n] for n in names):  # the collapse check, where results have it
+        lines.append("| repeated responses (the collapse check) | "
+                     + " | ".join(_pct(res["policies"][n]["repeated_share"]) for n in names) + " |")
     d03, d0 = _comparison(res, "sft", "ppo")["rougeL"], _comparison(res, "sft", "ppo-beta0")["rougeL"]
     text = (f"Over all {res['prompts']} held-out dialogues, ROUGE-L moved by {_signed(d03['mean_difference'])} (95% CI "
             f"{_signed(d03['ci']['low'])} to {_signed(d03['ci']['high'])}) with the penalty and by "

@@ -303,3 +303,12 @@ def test_missing_runs_are_refused_unless_partial_which_leaves_their_blocks_as_th
 def test_stamp_names_the_thread_limit_when_one_was_set() -> None:
     limited = {**FIXTURE["provenance"], "threads": 1}
     assert ", 2 cores (1 torch thread per run), torch 2.13.0+cpu" in figures.stamp(limited, ("demo0",))
+
+
+def test_kl_table_shows_the_collapse_check_when_the_results_have_it() -> None:
+    res = {**FIXTURE["kl"]["results"], "policies": {
+        name: {**entry, "repeated_share": share}
+        for (name, entry), share in zip(FIXTURE["kl"]["results"]["policies"].items(), (0.043, 0.0586, 0.4219))}}
+    table = figures.render_kl_table({**FIXTURE, "kl": {**FIXTURE["kl"], "results": res}})
+    assert "| KL to the SFT model (nats per summary) | 0.00 | 1.85 | 14.30 |\n" \
+           "| repeated responses (the collapse check) | 4.3% | 5.9% | 42.2% |\n\n" in table
