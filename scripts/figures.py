@@ -511,8 +511,8 @@ def render_rm_minilm_output(r: dict[str, Any]) -> str:
 
 def render_rm_minilm_flip(r: dict[str, Any]) -> str:
     clean, flip = r["rm"]["rm-minilm"]["report"]["heldout"], r["rm"]["rm-minilm-flip"]["report"]["heldout"]
-    return (f"With 25 % of the training labels flipped (`make-pairs --flip 0.25`, same settings, clean held-out file) "
-            f"the same run reaches **{_pct(flip['accuracy'])}** (95 % CI {_pct(flip['ci_low'])}–{_pct(flip['ci_high'])}, "
+    return (f"With 25% of the training labels flipped (`make-pairs --flip 0.25`, same settings, clean held-out file) "
+            f"the same run reaches **{_pct(flip['accuracy'])}** (95% CI {_pct(flip['ci_low'])}–{_pct(flip['ci_high'])}, "
             f"n = {flip['n']}), against {_pct(clean['accuracy'])} with clean labels: held-out loss {flip['loss']:.3f} "
             f"instead of {clean['loss']:.3f}, mean reward gap {flip['mean_gap']:.2f} instead of {clean['mean_gap']:.2f} "
             "before normalisation.\n\n" + stamp(r["provenance"], ("rm-minilm", "rm-minilm-flip")))

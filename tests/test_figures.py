@@ -185,8 +185,8 @@ def test_demo_result_and_eval_headline_come_from_the_log() -> None:
 
 def test_reward_model_sentences() -> None:
     assert figures.render_rm_minilm_flip(FIXTURE) == (
-        "With 25 % of the training labels flipped (`make-pairs --flip 0.25`, same settings, clean held-out file) the "
-        "same run reaches **98.8%** (95 % CI 97.1%–99.5%, n = 400), against 99.8% with clean labels: held-out loss "
+        "With 25% of the training labels flipped (`make-pairs --flip 0.25`, same settings, clean held-out file) the "
+        "same run reaches **98.8%** (95% CI 97.1%–99.5%, n = 400), against 99.8% with clean labels: held-out loss "
         "0.355 instead of 0.041, mean reward gap 0.91 instead of 3.92 before normalisation.\n\n"
         + STAMP + "rm-minilm 11.7 min, rm-minilm-flip 10.8 min.*"
     )
