@@ -115,7 +115,7 @@ def machine() -> dict[str, Any]:
 
 
 def export_commit(destination: Path, commit: str, root: Path = ROOT) -> None:
-    """The committed src/ and configs/ of HEAD, exported to ``destination``: the runs use the commit's code, not
+    """The committed src/ and configs/ of ``commit``, exported to ``destination``: the runs use the commit's code, not
     whatever uncommitted edits the working tree holds while they run (others may be editing it)."""
     shutil.rmtree(destination, ignore_errors=True)
     destination.mkdir(parents=True)
@@ -146,6 +146,9 @@ def run_all(names: list[str] | None = None, out: Path = OUT, threads: int | None
     record.update({"git": git, "machine": machine(), "threads": threads,
                    "started": time.strftime("%Y-%m-%d %H:%M:%S %Z")})
     code = out / f".code-{git['commit']}"
+    if names is None:  # a full run replaces every earlier record and export
+        for stale in [*out.glob("*.run.json"), *(p for p in out.glob(".code*") if p != code)]:
+            shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
     if not code.is_dir():  # the commit the stamp names, even if HEAD moves meanwhile; shared by runners of one commit
         export_commit(code.with_name(code.name + ".partial"), git["commit"])
         code.with_name(code.name + ".partial").rename(code)
