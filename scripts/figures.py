@@ -479,7 +479,8 @@ def render_kl_samples(r: dict[str, Any]) -> str:
 
 def _sft_row(name: str, s: dict[str, Any]) -> str:
     f = s["final"]
-    precision = "bf16 autocast" if s["precision"] == "bf16" else s["precision"]
+    precision = {"bf16": "bf16 autocast", "auto": "precision auto: bf16 autocast where the CPU has it"}.get(
+        s["precision"], s["precision"])
     return (f"| {name} ({precision}) | {f['rouge1']:.3f} / {f['rouge2']:.3f} / **{f['rougeL']:.3f}** "
             f"| {_pct(f['toxic_fraction'])} | {f['train_seconds']:.0f} s |")
 

@@ -312,3 +312,8 @@ def test_kl_table_shows_the_collapse_check_when_the_results_have_it() -> None:
     table = figures.render_kl_table({**FIXTURE, "kl": {**FIXTURE["kl"], "results": res}})
     assert "| KL to the SFT model (nats per summary) | 0.00 | 1.85 | 14.30 |\n" \
            "| repeated responses (the collapse check) | 4.3% | 5.9% | 42.2% |\n\n" in table
+
+
+def test_sft_table_names_auto_precision() -> None:
+    auto = {**FIXTURE, "sft": {**FIXTURE["sft"], "tiny-t5": {**FIXTURE["sft"]["tiny-t5"], "precision": "auto"}}}
+    assert "| tiny-t5 (precision auto: bf16 autocast where the CPU has it) | 0.743" in figures.render_sft_table(auto)
