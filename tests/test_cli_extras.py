@@ -115,3 +115,24 @@ def test_config_explain_points_at_the_demo_keys_and_demo_refuses_a_file(capsys):
     assert main(["config", "--demo", "--config", "x.yaml"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("rlhfkit config: error: --demo shows") and "Traceback" not in err
+
+
+def _openmp_env_after_import(env_overrides: dict[str, str]) -> tuple[str | None, str | None]:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    env.update(env_overrides)
+    code = "import os, json, rlhfkit; print(json.dumps([os.environ.get('OMP_WAIT_POLICY'), os.environ.get('GOMP_SPINCOUNT')]))"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    return tuple(json.loads(out.stdout))
+
+
+def test_importing_rlhfkit_makes_openmp_threads_spin_briefly_unless_the_user_chose():
+    # set before torch is imported (libgomp reads it then); bench/cpu_contention.py measures why
+    assert _openmp_env_after_import({}) == (None, "2000")
+    assert _openmp_env_after_import({"OMP_WAIT_POLICY": "PASSIVE"}) == ("PASSIVE", None)
+    assert _openmp_env_after_import({"GOMP_SPINCOUNT": "0"}) == (None, "0")
+    assert _openmp_env_after_import({"OMP_WAIT_POLICY": ""}) == ("", None)

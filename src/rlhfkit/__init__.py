@@ -12,8 +12,18 @@ Imports are lazy, so ``import rlhfkit`` does not load torch or transformers unti
 
 from __future__ import annotations
 
+import os
 from importlib import import_module
 from typing import Any
+
+# OpenMP threads that spin while they wait for work keep the CPU from every other busy process: on 2 shared
+# cores with one other busy process, LoRA SFT of tiny-t5 ran ~9x slower per step with libgomp's default spin
+# than alone. Spinning at most 2000 rounds before sleeping keeps that cost near 1.5x and costs ~5% alone
+# (OMP_WAIT_POLICY=PASSIVE: ~1.2x beside, ~20% alone); results are bit-identical (bench/cpu_contention.py).
+# libgomp (torch's Linux wheels) reads it once, when torch is first imported, so it is set here, before any
+# torch import, and only when the user set neither variable. docs/scaling.md, "Sharing the CPU".
+if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+    os.environ["GOMP_SPINCOUNT"] = "2000"
 
 __version__ = "0.1.0"
 
