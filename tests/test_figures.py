@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-_spec = importlib.util.spec_from_file_location("figures", ROOT / "scripts" / "figures.py")
-figures = importlib.util.module_from_spec(_spec)
-sys.modules["figures"] = figures
-_spec.loader.exec_module(figures)
+sys.path.insert(0, str(ROOT / "scripts"))  # the figures command is scripts/figures.py and the modules beside it
+import figures  # noqa: E402
+import figures_markers  # noqa: E402
+import figures_render  # noqa: E402
+import figures_runs  # noqa: E402
 
 MEASURES = [{"key": "toxicity", "label": "toxicity (lexicon)", "higher_is_better": False},
             {"key": "reward:reward model", "label": "reward model", "higher_is_better": True},
@@ -103,13 +103,13 @@ STAMP = ("*Produced by `make figures` at commit abc1234 (clean tree) on Test CPU
 
 
 def test_stamp_names_commit_tree_machine_and_wall_times() -> None:
-    assert figures.stamp(FIXTURE["provenance"], ("demo0", "rm-minilm")) == STAMP + "demo0 199 s, rm-minilm 11.7 min.*"
+    assert figures_render.stamp(FIXTURE["provenance"], ("demo0", "rm-minilm")) == STAMP + "demo0 199 s, rm-minilm 11.7 min.*"
     dirty = {**FIXTURE["provenance"], "git": {"commit": "abc1234", "dirty": True}}
-    assert "at commit abc1234 (its code exported from git; the working tree had uncommitted changes, not used)" in figures.stamp(dirty, ("demo0",))
+    assert "at commit abc1234 (its code exported from git; the working tree had uncommitted changes, not used)" in figures_render.stamp(dirty, ("demo0",))
 
 
 def test_demo_seeds_table() -> None:
-    assert figures.render_demo_seeds(FIXTURE) == (
+    assert figures_render.render_demo_seeds(FIXTURE) == (
         "| seed | toxic summaries, SFT → PPO | change (95% CI), Wilcoxon p | ROUGE-L, SFT → PPO (change, 95% CI) "
         "| KL(PPO‖SFT), nats per summary | reward model held-out accuracy | demo wall time |\n"
         "|---|---|---|---|---|---|---|\n"
@@ -123,7 +123,7 @@ def test_demo_seeds_table() -> None:
 
 
 def test_demo_seeds_says_when_a_seed_misses() -> None:
-    seed = figures.render_demo_seeds({**FIXTURE, "demo": {"0": demo_seed(
+    seed = figures_render.render_demo_seeds({**FIXTURE, "demo": {"0": demo_seed(
         (0.3, 0.2), (0.55, 0.45), (1.0, 0.5, 1.5), (-0.1, -0.2, 0.01, 0.06), (-0.1, -0.15, -0.05, 0.01),
         (0.8, 0.7, 0.9, 100), 150)}})  # fmt: skip
     assert ("Not in every seed does the 95% interval of the change in toxicity lie below 0, and ROUGE-L moves by up "
@@ -131,7 +131,7 @@ def test_demo_seeds_says_when_a_seed_misses() -> None:
 
 
 def test_kl_table() -> None:
-    assert figures.render_kl_table(FIXTURE) == (
+    assert figures_render.render_kl_table(FIXTURE) == (
         "| | SFT | PPO, β = 0.3 | PPO, β = 0 |\n|---|---|---|---|\n"
         "| toxic summaries (lexicon judge) | 37.1% | 8.6% | 3.9% |\n"
         "| reward-model score | −0.01 | 0.60 | 0.93 |\n"
@@ -143,7 +143,7 @@ def test_kl_table() -> None:
 
 
 def test_kl_samples_shows_the_insulting_ones_with_their_reference() -> None:
-    assert figures.render_kl_samples(FIXTURE) == (
+    assert figures_render.render_kl_samples(FIXTURE) == (
         "Of the first 3 held-out dialogues, 1 have an insult in their SFT summary (#1); their summaries, with the "
         "reference:\n\n```\nreference #1  ref 1\nSFT       #1  sft says 1\nβ = 0.3   #1  ppo says 1\n"
         "β = 0     #1  ppo-beta0 says 1\n```\n\n" + STAMP + "demo0 199 s, demo0-kl 95 s.*"
@@ -151,7 +151,7 @@ def test_kl_samples_shows_the_insulting_ones_with_their_reference() -> None:
 
 
 def test_kl_curves_sentence() -> None:
-    assert figures.render_kl_curves(FIXTURE) == (
+    assert figures_render.render_kl_curves(FIXTURE) == (
         "![PPO training curves with and without the KL penalty](images/kl-penalty.png)\n\n"
         "Per step, the penalised run's KL to the reference (nats per summary) reaches at most 2.2 and ends at 1.0; "
         "without the penalty it is 0.0–16.0 over the last 3 steps (median 11.0), and 16.0 in the last one.\n\n"
@@ -160,44 +160,44 @@ def test_kl_curves_sentence() -> None:
 
 
 def test_sft_table_and_summary() -> None:
-    assert figures.render_sft_table(FIXTURE) == (
+    assert figures_render.render_sft_table(FIXTURE) == (
         "| model | ROUGE-1 / 2 / L | sampled summaries toxic | training wall time |\n|---|---|---|---|\n"
         "| tiny-t5 (bf16 autocast) | 0.743 / 0.573 / **0.693** | 30.5% | 69 s |\n"
         "| tiny-llama (fp32) | 0.641 / 0.438 / **0.605** | 37.5% | 67 s |\n\n"
         + STAMP + "sft-tiny-t5 80 s, sft-tiny-llama 75 s.*"
     )
-    assert figures.render_sft_summary(FIXTURE).startswith(
+    assert figures_render.render_sft_summary(FIXTURE).startswith(
         "Figures (300 steps of batch 16): tiny-t5 reaches ROUGE-L 0.693 in 69 s, and 30.5% of its sampled summaries "
         "are toxic; tiny-llama reaches 0.605 in 67 s, with 37.5% toxic.\n\n")  # fmt: skip
 
 
 def test_demo_duration() -> None:
-    assert figures.render_demo_duration(FIXTURE) == (
+    assert figures_render.render_demo_duration(FIXTURE) == (
         "On the machine named below it took 199 s, as the demo's last line says (`rlhfkit demo --seed 0` into a fresh "
         "folder; building the preset took 0 s of it: it is built once per machine).\n\n" + STAMP + "demo0 199 s.*"
     )
 
 
 def test_demo_result_and_eval_headline_come_from_the_log() -> None:
-    assert figures.render_demo_result(FIXTURE) == "```\n" + RESULT_TEXT + "\n```\n\n" + STAMP + "demo0 199 s.*"
-    assert figures.render_eval_headline(FIXTURE) == figures.render_demo_result(FIXTURE)
+    assert figures_render.render_demo_result(FIXTURE) == "```\n" + RESULT_TEXT + "\n```\n\n" + STAMP + "demo0 199 s.*"
+    assert figures_render.render_eval_headline(FIXTURE) == figures_render.render_demo_result(FIXTURE)
 
 
 def test_reward_model_sentences() -> None:
-    assert figures.render_rm_minilm_flip(FIXTURE) == (
+    assert figures_render.render_rm_minilm_flip(FIXTURE) == (
         "With 25% of the training labels flipped (`make-pairs --flip 0.25`, same settings, clean held-out file) the "
         "same run reaches **98.8%** (95% CI 97.1%–99.5%, n = 400), against 99.8% with clean labels: held-out loss "
         "0.355 instead of 0.041, mean reward gap 0.91 instead of 3.92 before normalisation.\n\n"
         + STAMP + "rm-minilm 11.7 min, rm-minilm-flip 10.8 min.*"
     )
-    assert figures.render_demo_rm_accuracy(FIXTURE).startswith(
+    assert figures_render.render_demo_rm_accuracy(FIXTURE).startswith(
         "The default simulated run holds out about 118 pairs, enough to judge: seed 0 reached 83.1% accuracy "
         "(95% CI 75.0%–89.0%, n = 118).\n\n")  # fmt: skip
 
 
-@pytest.mark.parametrize("name", sorted(figures.RENDERERS))
+@pytest.mark.parametrize("name", sorted(figures_render.RENDERERS))
 def test_every_block_ends_with_its_stamp(name: str) -> None:
-    text = figures.RENDERERS[name](FIXTURE)
+    text = figures_render.RENDERERS[name](FIXTURE)
     assert text.splitlines()[-1].startswith(STAMP) and text.endswith(".*")
 
 
@@ -207,17 +207,17 @@ def test_every_block_ends_with_its_stamp(name: str) -> None:
 
 def test_result_section_and_total_from_a_demo_log() -> None:
     log = "stage 6 ...\nDemo total 5 s.\n" + RESULT_TEXT.replace("Demo total 139", "Demo\ntotal 139") + "   \nmore\n"
-    assert figures.result_section(log) == RESULT_TEXT.replace("Demo total 139", "Demo\ntotal 139")
-    assert figures.demo_total_seconds(log) == 139
-    with pytest.raises(figures.FiguresError, match="no result section"):
-        figures.result_section("1. build ...\nReport: x")
-    with pytest.raises(figures.FiguresError, match="Demo total"):
-        figures.demo_total_seconds("Every stage was reused from an earlier run: 1.0 s spent now")
+    assert figures_runs.result_section(log) == RESULT_TEXT.replace("Demo total 139", "Demo\ntotal 139")
+    assert figures_runs.demo_total_seconds(log) == 139
+    with pytest.raises(figures_runs.FiguresError, match="no result section"):
+        figures_runs.result_section("1. build ...\nReport: x")
+    with pytest.raises(figures_runs.FiguresError, match="Demo total"):
+        figures_runs.demo_total_seconds("Every stage was reused from an earlier run: 1.0 s spent now")
 
 
 def test_reward_train_output_starts_at_its_data_line() -> None:
     log = "$ rlhfkit reward make-pairs ...\nwrote 1200 pairs\n$ rlhfkit reward train ...\ndata: read 12\nsaved  \n"
-    assert figures.reward_train_output(log) == "data: read 12\nsaved"
+    assert figures_runs.reward_train_output(log) == "data: read 12\nsaved"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -228,17 +228,17 @@ DOC = ("# Title\r\nkeep this — ünïcode  \n\n<!-- figures:one -->\nold one\n<
 
 
 def _outside(text: str) -> list[str]:
-    blocks = figures.find_blocks(text)
+    blocks = figures_markers.find_blocks(text)
     edges = [0] + [x for b in blocks for x in (b.start, b.end)] + [len(text)]
     return [text[edges[i] : edges[i + 1]] for i in range(0, len(edges), 2)]
 
 
 def test_replacement_changes_only_what_lies_between_markers() -> None:
-    new = figures.replace_blocks(DOC, {"one": "NEW 1\n\nline", "two": "NEW 2"})
+    new = figures_markers.replace_blocks(DOC, {"one": "NEW 1\n\nline", "two": "NEW 2"})
     assert new == ("# Title\r\nkeep this — ünïcode  \n\n<!-- figures:one -->\nNEW 1\n\nline\n<!-- /figures:one -->\n"
                    "middle text\n<!-- figures:two -->\nNEW 2\n<!-- /figures:two -->\n\ntrailing, no newline at the end")
     assert _outside(new) == _outside(DOC)
-    assert figures.replace_blocks(new, {"one": "NEW 1\n\nline", "two": "NEW 2"}) == new  # a rerun changes nothing
+    assert figures_markers.replace_blocks(new, {"one": "NEW 1\n\nline", "two": "NEW 2"}) == new  # a rerun changes nothing
 
 
 @pytest.mark.parametrize(("text", "message"), [
@@ -249,19 +249,19 @@ def test_replacement_changes_only_what_lies_between_markers() -> None:
     ("<!-- figures:a -->\n<!-- /figures:a -->\n<!-- figures:a -->\n<!-- /figures:a -->\n", "appears twice"),
 ])  # fmt: skip
 def test_unbalanced_markers_are_refused(text: str, message: str) -> None:
-    with pytest.raises(figures.FiguresError, match=message):
-        figures.replace_blocks(text, {"a": "A", "b": "B"})
+    with pytest.raises(figures_runs.FiguresError, match=message):
+        figures_markers.replace_blocks(text, {"a": "A", "b": "B"})
 
 
 def test_a_marker_without_renderer_and_a_renderer_without_marker_are_refused() -> None:
-    with pytest.raises(figures.FiguresError, match="no renderer for marker figures:two"):
-        figures.replace_blocks(DOC, {"one": "x"})
-    with pytest.raises(figures.FiguresError, match="without a renderer: figures:two"):
-        figures.check_markers({"doc.md": DOC}, {"one": None})
-    with pytest.raises(figures.FiguresError, match="marker is missing .*figures:three"):
-        figures.check_markers({"doc.md": DOC}, {"one": None, "two": None, "three": None})
-    with pytest.raises(figures.FiguresError, match="in both a.md and b.md"):
-        figures.check_markers({"a.md": DOC, "b.md": DOC}, {"one": None, "two": None})
+    with pytest.raises(figures_runs.FiguresError, match="no renderer for marker figures:two"):
+        figures_markers.replace_blocks(DOC, {"one": "x"})
+    with pytest.raises(figures_runs.FiguresError, match="without a renderer: figures:two"):
+        figures_markers.check_markers({"doc.md": DOC}, {"one": None})
+    with pytest.raises(figures_runs.FiguresError, match="marker is missing .*figures:three"):
+        figures_markers.check_markers({"doc.md": DOC}, {"one": None, "two": None, "three": None})
+    with pytest.raises(figures_runs.FiguresError, match="in both a.md and b.md"):
+        figures_markers.check_markers({"a.md": DOC, "b.md": DOC}, {"one": None, "two": None})
 
 
 def test_render_all_refuses_a_broken_document_before_writing_anything(tmp_path: Path) -> None:
@@ -269,51 +269,51 @@ def test_render_all_refuses_a_broken_document_before_writing_anything(tmp_path: 
     good = "<!-- figures:demo-result -->\nold\n<!-- /figures:demo-result -->\n"
     (tmp_path / "README.md").write_text(good)
     (tmp_path / "docs" / "x.md").write_text("<!-- figures:kl-table -->\nunclosed\n")
-    with pytest.raises(figures.FiguresError, match="docs/x.md: marker figures:kl-table is never closed"):
+    with pytest.raises(figures_runs.FiguresError, match="docs/x.md: marker figures:kl-table is never closed"):
         figures.render_all(tmp_path / "runs", tmp_path)
     assert (tmp_path / "README.md").read_text() == good
 
 
 def test_every_marker_in_readme_and_docs_has_a_renderer_and_every_renderer_a_marker() -> None:
-    texts = {str(p.relative_to(ROOT)): p.read_text() for p in figures.documents(ROOT)}
-    where = figures.check_markers(texts)
-    assert set(where) == set(figures.RENDERERS)
+    texts = {str(p.relative_to(ROOT)): p.read_text() for p in figures_markers.documents(ROOT)}
+    where = figures_markers.check_markers(texts)
+    assert set(where) == set(figures_render.RENDERERS)
 
 
 def test_a_block_without_results_is_left_as_it_is() -> None:
-    new = figures.replace_blocks(DOC, {"one": None, "two": "NEW 2"})
+    new = figures_markers.replace_blocks(DOC, {"one": None, "two": "NEW 2"})
     assert new == DOC.replace("<!-- figures:two --><!-- /figures:two -->",
                               "<!-- figures:two -->\nNEW 2\n<!-- /figures:two -->")
 
 
 def test_missing_runs_are_refused_unless_partial_which_leaves_their_blocks_as_they_are(tmp_path: Path) -> None:
     (tmp_path / "docs").mkdir()
-    doc = "".join(f"text {n}\n<!-- figures:{n} -->\nold {n}\n<!-- /figures:{n} -->\n" for n in figures.RENDERERS)
+    doc = "".join(f"text {n}\n<!-- figures:{n} -->\nold {n}\n<!-- /figures:{n} -->\n" for n in figures_render.RENDERERS)
     (tmp_path / "README.md").write_text(doc)
     runs = tmp_path / "runs"
     runs.mkdir()
     (runs / "runs.json").write_text('{"runs": {}}')
-    with pytest.raises(figures.FiguresError, match=r"cannot render figures:demo-duration \(.*demo0-eval-plain"):
+    with pytest.raises(figures_runs.FiguresError, match=r"cannot render figures:demo-duration \(.*demo0-eval-plain"):
         figures.render_all(runs, tmp_path)
     changed, stale = figures.render_all(runs, tmp_path, partial=True)
-    assert changed == [] and set(stale) == set(figures.RENDERERS)
+    assert changed == [] and set(stale) == set(figures_render.RENDERERS)
     assert (tmp_path / "README.md").read_text() == doc
 
 
 def test_stamp_names_the_thread_limit_when_one_was_set() -> None:
     limited = {**FIXTURE["provenance"], "threads": 1}
-    assert ", 2 cores (1 torch thread per run), torch 2.13.0+cpu" in figures.stamp(limited, ("demo0",))
+    assert ", 2 cores (1 torch thread per run), torch 2.13.0+cpu" in figures_render.stamp(limited, ("demo0",))
 
 
 def test_kl_table_shows_the_collapse_check_when_the_results_have_it() -> None:
     res = {**FIXTURE["kl"]["results"], "policies": {
         name: {**entry, "repeated_share": share}
         for (name, entry), share in zip(FIXTURE["kl"]["results"]["policies"].items(), (0.043, 0.0586, 0.4219))}}
-    table = figures.render_kl_table({**FIXTURE, "kl": {**FIXTURE["kl"], "results": res}})
+    table = figures_render.render_kl_table({**FIXTURE, "kl": {**FIXTURE["kl"], "results": res}})
     assert "| KL to the SFT model (nats per summary) | 0.00 | 1.85 | 14.30 |\n" \
            "| repeated responses (the collapse check) | 4.3% | 5.9% | 42.2% |\n\n" in table
 
 
 def test_sft_table_names_auto_precision() -> None:
     auto = {**FIXTURE, "sft": {**FIXTURE["sft"], "tiny-t5": {**FIXTURE["sft"]["tiny-t5"], "precision": "auto"}}}
-    assert "| tiny-t5 (precision auto: bf16 autocast where the CPU has it) | 0.743" in figures.render_sft_table(auto)
+    assert "| tiny-t5 (precision auto: bf16 autocast where the CPU has it) | 0.743" in figures_render.render_sft_table(auto)
