@@ -300,3 +300,9 @@ def test_the_reward_clip_rule_names_the_keys_with_their_section():
     assert "reward.clip_min (1.0) must be below reward.clip_max (0.0)" in str(e.value)
     with pytest.raises(ConfigError, match=r"- clip_min \(1.0\) must be below clip_max"):
         load_config(overrides=["rewards=[{kind: lexicon}]", "clip_min=1", "clip_max=0"], schema=RewardConfig)
+
+
+def test_an_unknown_key_points_at_both_explanations(capsys):
+    # the demo has sections of its own (feedback.*, reward_model.*): the hint names where they are explained
+    message = assert_rejected(capsys, overrides=["feedback.prompts=3"], fragments=["unknown config key 'feedback'"])
+    assert "`rlhfkit config --explain`" in message and "`rlhfkit config --demo --explain`" in message

@@ -179,7 +179,7 @@ def _unknown_key_message(cls: type, path: str, source: _Source | None = None) ->
     guess = f" (did you mean {prefix + close[0]!r}?)" if close else ""
     where = f"{source.label}: " if source else ""
     return (f"{where}unknown config key {path!r}{guess}. Valid keys here: {', '.join(prefix + n for n in names)}. "
-            "Run `rlhfkit config --explain` for all.")  # fmt: skip
+            "Run `rlhfkit config --explain` for all (`rlhfkit config --demo --explain` adds the demo's own).")  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------------
